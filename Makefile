@@ -1,0 +1,32 @@
+# Each target creates its own virtual environment on first use (.venv, or VENV=path).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+EXTRAS ?= dev,plot,sdr
+STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
+comma := ,
+
+.PHONY: demo test lint typecheck unit venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[$(EXTRAS)]'
+	touch $@
+
+demo: $(STAMP)
+	$(PY) -m common.cli demo $(ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check common tx rx tests
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy common tx rx
+
+unit: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test: lint typecheck unit
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

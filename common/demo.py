@@ -1,0 +1,157 @@
+"""``semalign demo``: RX and TX as separate processes on loopback, with a live modulation change.
+
+It builds (or reuses) the default bundle, starts both daemons, switches 256QAM -> 64QAM
+through TX's control socket halfway through, prints a per-batch table and exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from common.bundle import default_bundle_dir, ensure_bundle
+from common.datasets import DATASET_NAMES
+from common.metrics import read_metrics
+from common.zmqutil import free_tcp_port
+
+#: Seconds to wait for a daemon to stop after SIGTERM before it is killed.
+STOP_GRACE_S = 10.0
+
+COLUMNS = (
+    ("batch", "{:>5}"), ("modulation", "{:>10}"), ("alpha", "{:>5}"), ("b_max", "{:>8}"),
+    ("n_train", "{:>7}"), ("payload_bytes", "{:>9}"), ("accuracy", "{:>8}"),
+    ("latency_comm_s", "{:>9}"), ("latency_finetune_s", "{:>9}"), ("latency_classify_s", "{:>9}"),
+    ("latency_e2e_s", "{:>9}"),
+)
+HEADINGS = ("batch", "mod", "alpha", "B_max", "N", "bytes", "acc", "comm s", "tune s", "class s", "e2e s")
+
+
+def _cell(key: str, value: Any) -> str:
+    if value is None:
+        return "-"
+    if key == "accuracy":
+        return f"{value:.3f}"
+    if key.startswith("latency"):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def format_row(record: dict[str, Any]) -> str:
+    return " ".join(fmt.format(_cell(key, record.get(key))) for key, fmt in COLUMNS)
+
+
+def format_header() -> str:
+    return " ".join(fmt.format(h) for (_, fmt), h in zip(COLUMNS, HEADINGS, strict=True))
+
+
+def _spawn(args: Sequence[str], log_path: Path) -> subprocess.Popen[bytes]:
+    log_file = log_path.open("wb")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "common.cli", *args],
+                            stdout=log_file, stderr=subprocess.STDOUT, env=env)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> int:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="semalign demo", description=__doc__)
+    p.add_argument("--dataset", default="digits", choices=DATASET_NAMES)
+    p.add_argument("--data-dir", type=Path)
+    p.add_argument("--batches", type=int, default=8)
+    p.add_argument("--switch-to", default="64qam", help="modulation to switch to halfway")
+    p.add_argument("--adapt", default="lora", choices=("lora", "e2e", "none"))
+    p.add_argument("--metrics-out", type=Path, help="write TX's per-batch JSON lines here too")
+    p.add_argument("--bundle", type=Path, help="bundle dir (default: built and cached on first use)")
+    p.add_argument("--workdir", type=Path, help="keep daemon logs and metrics here")
+    p.add_argument("--interval", type=float, default=0.5, help="seconds between batches")
+    p.add_argument("--timeout", type=float, default=600.0, help="give up after this many seconds")
+    args = p.parse_args(argv)
+    if args.batches < 1:
+        p.error("--batches must be >= 1")
+
+    bundle_dir = args.bundle or default_bundle_dir(args.dataset)
+    print(f"bundle: {bundle_dir} (built on first use)", flush=True)
+    bundle = ensure_bundle(args.dataset, out=bundle_dir, data_dir=args.data_dir)
+    print(f"bundle ready: dims={bundle.dims} held-out accuracy={bundle.meta.heldout_accuracy:.4f} "
+          f"hash={bundle.hash[:12]}", flush=True)
+
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="semalign-demo-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    data_ep = f"tcp://127.0.0.1:{free_tcp_port()}"
+    ctl_ep = f"tcp://127.0.0.1:{free_tcp_port()}"
+    tx_metrics = args.metrics_out or workdir / "tx-metrics.jsonl"
+    for path in (tx_metrics, workdir / "rx-metrics.jsonl"):
+        Path(path).unlink(missing_ok=True)
+    common = ["--dataset", args.dataset, "--bundle", str(bundle_dir)]
+    if args.data_dir:
+        common += ["--data-dir", str(args.data_dir)]
+    rx = _spawn(["rx", *common, "--bind", data_ep, "--adapt", args.adapt,
+                 "--metrics-out", str(workdir / "rx-metrics.jsonl")], workdir / "rx.log")
+    tx = _spawn(["tx", *common, "--endpoint", data_ep, "--control", ctl_ep, "--modulation", "256qam",
+                 "--batches", str(args.batches), "--max-inflight", "1", "--hello-timeout", "120",
+                 # A short gap between batches leaves room for the live modulation switch.
+                 "--interval", str(args.interval),
+                 "--metrics-out", str(tx_metrics)], workdir / "tx.log")
+    print(f"RX pid {rx.pid} on {data_ep}; TX pid {tx.pid}, control {ctl_ep}; logs in {workdir}\n", flush=True)
+    print(format_header(), flush=True)
+
+    from tx.control import ControlRequest
+    from tx.ctl import request
+
+    switched = False
+    shown = 0
+    deadline = time.monotonic() + args.timeout
+    records: list[dict[str, Any]] = []
+    try:
+        while True:
+            if Path(tx_metrics).exists():
+                records = read_metrics(tx_metrics)
+            for record in records[shown:]:
+                print(format_row(record), flush=True)
+            shown = len(records)
+            if not switched and shown >= args.batches // 2:
+                reply = request(ctl_ep, ControlRequest("set-modulation", args.switch_to))
+                plan = reply.get("plan", {})
+                print(f"-- ctl set-modulation {args.switch_to}: from batch {reply.get('effective_from_batch')}, "
+                      f"B_max={plan.get('b_max')} alpha={plan.get('alpha')} N_max={plan.get('n_max')}", flush=True)
+                switched = True
+            if tx.poll() is not None:
+                break
+            if rx.poll() is not None:
+                print(f"RX exited early with code {rx.returncode}; see {workdir / 'rx.log'}", file=sys.stderr)
+                break
+            if time.monotonic() > deadline:
+                print(f"demo timed out after {args.timeout:g} s", file=sys.stderr)
+                break
+            time.sleep(0.1)
+    finally:
+        tx_code = _stop(tx)
+        _stop(rx)
+    records = read_metrics(tx_metrics)
+    for record in records[shown:]:
+        print(format_row(record), flush=True)
+    ok = [r for r in records if r.get("status") == "ok"]
+    if ok:
+        acc = sum(r["accuracy"] * r["n_test"] for r in ok) / sum(r["n_test"] for r in ok)
+        print(f"\n{len(ok)}/{args.batches} batches acknowledged; accuracy {acc:.4f} over "
+              f"{sum(r['n_test'] for r in ok)} test images; TX exit code {tx_code}")
+    if tx_code != 0 or len(ok) != args.batches:
+        print(f"demo incomplete: see {workdir / 'tx.log'} and {workdir / 'rx.log'}", file=sys.stderr)
+        return 1
+    return 0

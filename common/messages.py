@@ -1,0 +1,213 @@
+"""The small msgpack frames that travel beside the payload: envelope, hello, report, error.
+
+Every decoder treats its bytes as untrusted: size first, then types and ranges, and any
+failure is an ``EnvelopeError``. Arrays never travel here except predictions (raw bytes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import msgpack
+
+from common.errors import EnvelopeError
+
+#: Upper bound on any metadata frame; checked before unpacking.
+MAX_META_BYTES = 64 * 1024
+PROTOCOL = 1
+
+KIND_HELLO = "hello"
+KIND_BATCH = "batch"
+KIND_REPORT = "report"
+KIND_ERROR = "error"
+
+
+def _pack(obj: Mapping[str, Any]) -> bytes:
+    out: bytes = msgpack.packb(obj, use_bin_type=True)
+    return out
+
+
+def unpack(frame: bytes | memoryview) -> dict[str, Any]:
+    """Decode one metadata frame into a dict, bounded in size and depth."""
+    if len(frame) > MAX_META_BYTES:
+        raise EnvelopeError(f"metadata frame is {len(frame)} bytes, limit {MAX_META_BYTES}")
+    try:
+        obj = msgpack.unpackb(
+            bytes(frame), raw=False, strict_map_key=True,
+            max_bin_len=MAX_META_BYTES, max_str_len=MAX_META_BYTES,
+            max_array_len=4096, max_map_len=256,
+        )
+    except (ValueError, msgpack.UnpackException, TypeError) as exc:
+        raise EnvelopeError(f"metadata frame is not valid msgpack ({exc})") from exc
+    if not isinstance(obj, dict):
+        raise EnvelopeError(f"metadata frame must be a map, got {type(obj).__name__}")
+    if obj.get("v") != PROTOCOL:
+        raise EnvelopeError(f"protocol version {obj.get('v')!r}, expected {PROTOCOL}")
+    return obj
+
+
+def _get(obj: Mapping[str, Any], key: str, kind: type | tuple[type, ...], *, optional: bool = False) -> Any:
+    if key not in obj or obj[key] is None:
+        if optional:
+            return None
+        raise EnvelopeError(f"field {key!r} is missing")
+    value = obj[key]
+    # bool is an int subclass; a flag where a count belongs is still malformed.
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind in (int, (int, float))):
+        raise EnvelopeError(f"field {key!r} must be {kind}, got {type(value).__name__}")
+    return value
+
+
+def _count(obj: Mapping[str, Any], key: str, lo: int = 0, hi: int = 2**63 - 1) -> int:
+    value: int = _get(obj, key, int)
+    if not lo <= value <= hi:
+        raise EnvelopeError(f"field {key!r}={value} outside [{lo}, {hi}]")
+    return value
+
+
+@dataclass(frozen=True)
+class Hello:
+    """TX's greeting and RX's answer: both name the bundle they hold."""
+
+    bundle: str
+    role: str
+    sync: dict[str, Any] | None = None
+
+    def encode(self) -> bytes:
+        return _pack({"v": PROTOCOL, "kind": KIND_HELLO, **asdict(self)})
+
+    @classmethod
+    def decode(cls, obj: Mapping[str, Any]) -> Hello:
+        return cls(
+            bundle=_get(obj, "bundle", str),
+            role=_get(obj, "role", str),
+            sync=_get(obj, "sync", dict, optional=True),
+        )
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """Batch metadata the paper's file does not carry; frame 0 of a batch message."""
+
+    batch_id: int
+    attempt: int
+    modulation: str
+    b_max: int
+    alpha: int
+    bundle: str
+    t_a_ns: int  # TX CLOCK_REALTIME at PCA start (the paper's A)
+    transport: str = "zmq"
+    sync: dict[str, Any] | None = None
+
+    def encode(self) -> bytes:
+        return _pack({"v": PROTOCOL, "kind": KIND_BATCH, **asdict(self)})
+
+    @classmethod
+    def decode(cls, obj: Mapping[str, Any]) -> Envelope:
+        return cls(
+            batch_id=_count(obj, "batch_id"),
+            attempt=_count(obj, "attempt", 0, 1000),
+            modulation=_get(obj, "modulation", str),
+            b_max=_count(obj, "b_max"),
+            alpha=_count(obj, "alpha", 1, 0xFFFF),
+            bundle=_get(obj, "bundle", str),
+            t_a_ns=_count(obj, "t_a_ns"),
+            transport=_get(obj, "transport", str),
+            sync=_get(obj, "sync", dict, optional=True),
+        )
+
+
+@dataclass(frozen=True)
+class Report:
+    """RX's answer to a batch: predictions for the test vectors and the measured latencies."""
+
+    batch_id: int
+    attempt: int
+    predictions: bytes  # one uint8 class per test vector, in index order
+    n_test: int
+    n_train: int
+    alpha: int
+    adapt: str
+    t_b_ns: int  # RX CLOCK_REALTIME when reconstruction finished (the paper's B)
+    latency_comm_s: float  # B - A
+    latency_finetune_s: float  # C
+    latency_classify_s: float  # D
+    latency_e2e_s: float  # (B - A) + C + D
+    parse_s: float = 0.0
+    reconstruct_s: float = 0.0
+    train_loss: float = float("nan")
+    vectors_lost: int = 0
+    frames_lost: int = 0
+    snr_db: float | None = None
+    comm: dict[str, Any] | None = None
+    sync: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def encode(self) -> bytes:
+        return _pack({"v": PROTOCOL, "kind": KIND_REPORT, **asdict(self)})
+
+    @classmethod
+    def decode(cls, obj: Mapping[str, Any]) -> Report:
+        n_test = _count(obj, "n_test", 0, 0xFFFF)
+        predictions = _get(obj, "predictions", bytes)
+        if len(predictions) != n_test:
+            raise EnvelopeError(f"{len(predictions)} predictions for {n_test} test vectors")
+        num = (int, float)
+        return cls(
+            batch_id=_count(obj, "batch_id"),
+            attempt=_count(obj, "attempt", 0, 1000),
+            predictions=predictions,
+            n_test=n_test,
+            n_train=_count(obj, "n_train", 0, 0xFFFF),
+            alpha=_count(obj, "alpha", 1, 0xFFFF),
+            adapt=_get(obj, "adapt", str),
+            t_b_ns=_count(obj, "t_b_ns"),
+            latency_comm_s=float(_get(obj, "latency_comm_s", num)),
+            latency_finetune_s=float(_get(obj, "latency_finetune_s", num)),
+            latency_classify_s=float(_get(obj, "latency_classify_s", num)),
+            latency_e2e_s=float(_get(obj, "latency_e2e_s", num)),
+            parse_s=float(_get(obj, "parse_s", num)),
+            reconstruct_s=float(_get(obj, "reconstruct_s", num)),
+            train_loss=float(_get(obj, "train_loss", num)),
+            vectors_lost=_count(obj, "vectors_lost", 0, 0xFFFF),
+            frames_lost=_count(obj, "frames_lost"),
+            snr_db=_get(obj, "snr_db", num, optional=True),
+            comm=_get(obj, "comm", dict, optional=True),
+            sync=_get(obj, "sync", dict, optional=True),
+            extra=_get(obj, "extra", dict, optional=True) or {},
+        )
+
+
+@dataclass(frozen=True)
+class ErrorReply:
+    """RX's answer to a message it rejected; ``batch_id`` is None if it could not be read."""
+
+    code: str
+    message: str
+    batch_id: int | None = None
+
+    def encode(self) -> bytes:
+        return _pack({"v": PROTOCOL, "kind": KIND_ERROR, **asdict(self)})
+
+    @classmethod
+    def decode(cls, obj: Mapping[str, Any]) -> ErrorReply:
+        return cls(
+            code=_get(obj, "code", str),
+            message=_get(obj, "message", str),
+            batch_id=_get(obj, "batch_id", int, optional=True),
+        )
+
+
+def decode_reply(frame: bytes | memoryview) -> Hello | Report | ErrorReply:
+    """Decode a frame RX sent back to TX."""
+    obj = unpack(frame)
+    kind = obj.get("kind")
+    if kind == KIND_REPORT:
+        return Report.decode(obj)
+    if kind == KIND_ERROR:
+        return ErrorReply.decode(obj)
+    if kind == KIND_HELLO:
+        return Hello.decode(obj)
+    raise EnvelopeError(f"unexpected reply kind {kind!r}")

@@ -1,0 +1,260 @@
+"""The batch payload: the paper's header-framed binary file of PCA vectors.
+
+This module owns the bytes and nothing else; ``docs/protocol.md`` is its specification.
+
+Layout (all integers little-endian)::
+
+    file header (H = 8 bytes)      FILE_HEADER = struct "<BBHHH"
+      magic      u8   0xA7
+      ver_type   u8   high nibble: format version (1); low nibble: value type
+      alpha      u16  values per vector (PCA components kept)
+      t          u16  number of test vectors
+      n          u16  number of training vectors
+    then t + n vectors, test vectors first, each (h + s*alpha bytes):
+      kind       u8   0 = test, 1 = train
+      label      u8   class label for training vectors; 0xFF for test vectors
+      index      u16  position of the vector among those of its kind (0, 1, ...)
+      values     alpha values of the value type (s bytes each)
+
+A payload of t test and n training vectors is exactly ``H + (t + n) * (h + s * alpha)``
+bytes, so ``N_max = floor((B_max - H - t*(h + s*alpha)) / (h + s*alpha))``.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from common.errors import (
+    AlphaOutOfRange,
+    BadMagic,
+    BadValueType,
+    BadVector,
+    BadVersion,
+    BudgetError,
+    LabelOutOfRange,
+    NonFiniteValue,
+    SizeMismatch,
+)
+
+MAGIC = 0xA7
+VERSION = 1
+
+FILE_HEADER = struct.Struct("<BBHHH")
+FILE_HEADER_SIZE = FILE_HEADER.size  # H
+assert FILE_HEADER_SIZE == 8
+
+VECTOR_HEADER = struct.Struct("<BBH")
+VECTOR_HEADER_SIZE = VECTOR_HEADER.size  # h
+assert VECTOR_HEADER_SIZE == 4
+
+KIND_TEST = 0
+KIND_TRAIN = 1
+NO_LABEL = 0xFF
+
+#: Largest count the u16 header fields can carry.
+MAX_COUNT = 0xFFFF
+
+
+class ValueType(enum.IntEnum):
+    """Type of each value; ``s`` in the paper's formula is its size in bytes."""
+
+    FLOAT32 = 1
+    FLOAT16 = 2
+
+    @property
+    def size(self) -> int:
+        return 4 if self is ValueType.FLOAT32 else 2
+
+    @property
+    def dtype(self) -> np.dtype[np.floating]:
+        return np.dtype("<f4") if self is ValueType.FLOAT32 else np.dtype("<f2")
+
+    @classmethod
+    def parse(cls, name: str | ValueType) -> ValueType:
+        if isinstance(name, ValueType):
+            return name
+        try:
+            return cls[str(name).upper()]
+        except KeyError:
+            from common.errors import ConfigError
+
+            raise ConfigError(
+                f"unknown value type {name!r}: expected float32 or float16"
+            ) from None
+
+
+def vector_size(alpha: int, value_type: ValueType = ValueType.FLOAT32) -> int:
+    """``h + s*alpha``: bytes one vector takes on the wire."""
+    return VECTOR_HEADER_SIZE + value_type.size * alpha
+
+
+def payload_size(t: int, n: int, alpha: int, value_type: ValueType = ValueType.FLOAT32) -> int:
+    """``H + (t + n)(h + s*alpha)``: exact size of a payload."""
+    return FILE_HEADER_SIZE + (t + n) * vector_size(alpha, value_type)
+
+
+def n_max(b_max: int, t: int, alpha: int, value_type: ValueType = ValueType.FLOAT32) -> int:
+    """Training vectors that fit beside ``t`` test vectors in ``b_max`` bytes (the paper's N_max).
+
+    Raises ``BudgetError`` when not even the header and the test vectors fit. The result is
+    also capped by what the u16 ``n`` field can carry.
+    """
+    if alpha < 1:
+        raise BudgetError(f"alpha must be >= 1, got {alpha}")
+    if not 0 <= t <= MAX_COUNT:
+        raise BudgetError(f"t must be in [0, {MAX_COUNT}], got {t}")
+    per_vector = vector_size(alpha, value_type)
+    room = b_max - FILE_HEADER_SIZE - t * per_vector
+    if room < 0:
+        raise BudgetError(
+            f"B_max={b_max} bytes cannot hold the header and t={t} test vectors of alpha={alpha} "
+            f"({FILE_HEADER_SIZE + t * per_vector} bytes needed)"
+        )
+    return min(room // per_vector, MAX_COUNT)
+
+
+def _record_dtype(alpha: int, value_type: ValueType) -> np.dtype[np.void]:
+    return np.dtype(
+        [
+            ("kind", "u1"),
+            ("label", "u1"),
+            ("index", "<u2"),
+            ("values", value_type.dtype, (alpha,)),
+        ]
+    )
+
+
+@dataclass(frozen=True)
+class Header:
+    """The decoded 8-byte file header."""
+
+    version: int
+    value_type: ValueType
+    alpha: int
+    t: int
+    n: int
+
+    @property
+    def size(self) -> int:
+        return payload_size(self.t, self.n, self.alpha, self.value_type)
+
+
+@dataclass(frozen=True)
+class Payload:
+    """A parsed payload. Arrays are read-only views into the received buffer where possible."""
+
+    header: Header
+    values: npt.NDArray[np.floating]  # [t + n, alpha] value_type, test vectors first
+    train_labels: npt.NDArray[np.uint8]  # [n]
+
+    @property
+    def alpha(self) -> int:
+        return self.header.alpha
+
+    @property
+    def test(self) -> npt.NDArray[np.floating]:
+        return self.values[: self.header.t]
+
+    @property
+    def train(self) -> npt.NDArray[np.floating]:
+        return self.values[self.header.t :]
+
+
+def build(
+    test: npt.ArrayLike,
+    train: npt.ArrayLike,
+    train_labels: npt.ArrayLike,
+    value_type: ValueType = ValueType.FLOAT32,
+) -> bytes:
+    """Pack ``test`` [t, alpha] and ``train`` [n, alpha] with labels [n] into one payload."""
+    test_arr = np.asarray(test)
+    train_arr = np.asarray(train)
+    labels = np.asarray(train_labels)
+    if test_arr.ndim != 2 or train_arr.ndim != 2:
+        raise ValueError("test and train must be 2-D [count, alpha] arrays")
+    alpha = test_arr.shape[1] if test_arr.shape[0] else train_arr.shape[1]
+    if test_arr.shape[0] and train_arr.shape[0] and train_arr.shape[1] != alpha:
+        raise ValueError(f"test has alpha={alpha} but train has alpha={train_arr.shape[1]}")
+    t, n = test_arr.shape[0], train_arr.shape[0]
+    if labels.shape != (n,):
+        raise ValueError(f"train_labels must have shape ({n},), got {labels.shape}")
+    if not 1 <= alpha <= MAX_COUNT or t > MAX_COUNT or n > MAX_COUNT:
+        raise ValueError(f"alpha={alpha}, t={t}, n={n} exceed the header's u16 fields")
+    if n and (labels.min() < 0 or labels.max() >= NO_LABEL):
+        raise ValueError("training labels must be in [0, 254]")
+
+    out = bytearray(payload_size(t, n, alpha, value_type))
+    FILE_HEADER.pack_into(out, 0, MAGIC, (VERSION << 4) | int(value_type), alpha, t, n)
+    records = np.frombuffer(out, dtype=_record_dtype(alpha, value_type), offset=FILE_HEADER_SIZE)
+    records["kind"][:t] = KIND_TEST
+    records["label"][:t] = NO_LABEL
+    records["index"][:t] = np.arange(t, dtype=np.uint16)
+    records["values"][:t] = test_arr
+    records["kind"][t:] = KIND_TRAIN
+    records["label"][t:] = labels
+    records["index"][t:] = np.arange(n, dtype=np.uint16)
+    records["values"][t:] = train_arr
+    return bytes(out)
+
+
+def parse_header(buf: bytes | memoryview) -> Header:
+    """Decode and check the file header alone (no allocation proportional to the payload)."""
+    if len(buf) < FILE_HEADER_SIZE:
+        raise SizeMismatch(f"payload is {len(buf)} bytes, shorter than the {FILE_HEADER_SIZE}-byte header")
+    magic, ver_type, alpha, t, n = FILE_HEADER.unpack_from(buf, 0)
+    if magic != MAGIC:
+        raise BadMagic(f"magic is 0x{magic:02X}, expected 0x{MAGIC:02X}")
+    version, vtype = ver_type >> 4, ver_type & 0x0F
+    if version != VERSION:
+        raise BadVersion(f"format version {version}, this receiver speaks {VERSION}")
+    try:
+        value_type = ValueType(vtype)
+    except ValueError:
+        raise BadValueType(
+            f"value type {vtype}, expected one of {[int(v) for v in ValueType]}"
+        ) from None
+    return Header(version, value_type, alpha, t, n)
+
+
+def parse(
+    buf: bytes | memoryview,
+    *,
+    max_alpha: int,
+    num_classes: int,
+) -> Payload:
+    """Parse and validate an untrusted payload; every failure raises a ``PayloadError`` subclass.
+
+    ``max_alpha`` is the receiver's bundle dimension; ``num_classes`` bounds training labels.
+    """
+    header = parse_header(buf)
+    if not 1 <= header.alpha <= max_alpha:
+        raise AlphaOutOfRange(f"alpha={header.alpha}, this receiver's bundle allows 1..{max_alpha}")
+    if len(buf) != header.size:
+        raise SizeMismatch(
+            f"header announces t={header.t}, n={header.n}, alpha={header.alpha} "
+            f"({header.size} bytes) but the payload is {len(buf)} bytes"
+        )
+    records = np.frombuffer(
+        buf, dtype=_record_dtype(header.alpha, header.value_type), offset=FILE_HEADER_SIZE
+    )
+    t = header.t
+    kinds, labels, index = records["kind"], records["label"], records["index"]
+    if np.any(kinds[:t] != KIND_TEST) or np.any(kinds[t:] != KIND_TRAIN):
+        raise BadVector(f"expected {t} test vectors (kind 0) followed by {header.n} training vectors (kind 1)")
+    if np.any(index[:t] != np.arange(t)) or np.any(index[t:] != np.arange(header.n)):
+        raise BadVector("vector indices must count 0, 1, ... within each kind")
+    if np.any(labels[:t] != NO_LABEL):
+        raise LabelOutOfRange("test vectors must carry no label (0xFF)")
+    if header.n and int(labels[t:].max()) >= num_classes:
+        raise LabelOutOfRange(
+            f"training label {int(labels[t:].max())} is out of range for {num_classes} classes"
+        )
+    values = records["values"]
+    if not np.isfinite(values).all():
+        raise NonFiniteValue("payload holds NaN or infinite values")
+    return Payload(header, values, labels[t:])

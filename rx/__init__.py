@@ -1,0 +1,1 @@
+"""The semalign receiver: parses batches, reconstructs, LoRA-adapts and classifies."""

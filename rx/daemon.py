@@ -1,0 +1,175 @@
+"""The RX daemon: a ROUTER socket that answers each batch with predictions and latencies.
+
+Every message is untrusted: a malformed one gets a typed error reply, a log line and a
+counter, and the loop carries on with the next message.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections import Counter
+from typing import Any
+
+import zmq
+
+from common import messages
+from common.bundle import Bundle
+from common.clock import realtime_ns
+from common.config import RxConfig
+from common.errors import BundleMismatch, EnvelopeError, OversizeMessage, PayloadError, ProtocolError
+from common.log import get_logger
+from common.metrics import MetricsWriter
+from common.zmqutil import StopFlag, make_socket
+from rx.pipeline import Receiver
+
+log = get_logger("semalign.rx")
+
+#: How long one poll waits before the stop flag is checked again.
+POLL_MS = 100
+#: Reports kept for answering resent batches without recomputing them.
+REPORT_CACHE = 64
+
+
+class RxDaemon:
+    def __init__(self, config: RxConfig, bundle: Bundle, *, ctx: zmq.Context[zmq.Socket[bytes]] | None = None) -> None:
+        self.config = config
+        self.bundle = bundle
+        self.receiver = Receiver(bundle, config.adapt, threads=config.threads)
+        self.counters: Counter[str] = Counter()
+        self._reports: collections.OrderedDict[tuple[int, int], bytes] = collections.OrderedDict()
+        self._ctx = ctx or zmq.Context.instance()
+        self._max_msg = config.max_message_bytes
+        # The zmq limit sits above ours so messages between the two get a typed error reply.
+        self.sock = make_socket(self._ctx, zmq.ROUTER, max_msg=2 * self._max_msg + messages.MAX_META_BYTES)
+        self.sock.bind(config.bind)
+        self.endpoint = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.metrics = MetricsWriter(config.metrics_out)
+
+    def close(self) -> None:
+        self.sock.close(0)
+        self.metrics.close()
+
+    def run(self, stop: StopFlag) -> None:
+        warm_s = self.receiver.warm_up()
+        log.info("rx_ready", warm_up_s=round(warm_s, 3), endpoint=self.endpoint, bundle=self.bundle.hash[:12],
+                 dataset=self.bundle.meta.dataset, dims=self.bundle.dims,
+                 adapt=self.config.adapt.mode.value, threads=self.config.threads)
+        while not stop:
+            if not self.sock.poll(POLL_MS):
+                continue
+            frames = self.sock.recv_multipart(copy=False)
+            identity, body = frames[0].bytes, [f.buffer for f in frames[1:]]
+            reply = self.handle(body)
+            try:
+                self.sock.send_multipart([identity, reply], flags=zmq.NOBLOCK)
+            except zmq.Again:
+                self.counters["reply_dropped"] += 1
+                log.warning("reply_dropped", reason="peer gone or send queue full")
+        log.info("rx_stopped", signal=stop.signal, counters=dict(self.counters))
+
+    def handle(self, frames: list[memoryview]) -> bytes:
+        """Answer one message; never raises for bad input."""
+        try:
+            return self._handle(frames)
+        except ProtocolError as exc:
+            self.counters[exc.code] += 1
+            log.warning("message_rejected", error=exc.code, detail=str(exc), batch=exc.batch_id)
+            return messages.ErrorReply(exc.code, str(exc), exc.batch_id).encode()
+        except BundleMismatch as exc:
+            self.counters[exc.code] += 1
+            log.error("bundle_mismatch", detail=str(exc))
+            return messages.ErrorReply(exc.code, str(exc), exc.batch_id).encode()
+
+    def _handle(self, frames: list[memoryview]) -> bytes:
+        body = sum(len(f) for f in frames[1:])
+        if body > self._max_msg or (frames and len(frames[0]) > messages.MAX_META_BYTES):
+            raise OversizeMessage(
+                f"message of {body} payload bytes exceeds the limit of {self._max_msg} "
+                f"(or its metadata frame exceeds {messages.MAX_META_BYTES})"
+            )
+        if not 1 <= len(frames) <= 2:
+            raise EnvelopeError(f"expected 1 or 2 frames (envelope[, payload]), got {len(frames)}")
+        meta = messages.unpack(frames[0])
+        kind = meta.get("kind")
+        if kind == messages.KIND_HELLO:
+            hello = messages.Hello.decode(meta)
+            if hello.bundle != self.bundle.hash:
+                log.error("bundle_mismatch", tx_bundle=hello.bundle[:12], rx_bundle=self.bundle.hash[:12])
+            return messages.Hello(bundle=self.bundle.hash, role="rx").encode()
+        if kind != messages.KIND_BATCH:
+            raise EnvelopeError(f"unexpected message kind {kind!r}")
+        env = messages.Envelope.decode(meta)
+        try:
+            return self._batch(env, frames)
+        except (PayloadError, BundleMismatch) as exc:
+            exc.batch_id = env.batch_id
+            raise
+
+    def _batch(self, env: messages.Envelope, frames: list[memoryview]) -> bytes:
+        if env.bundle != self.bundle.hash:
+            raise BundleMismatch(
+                f"batch {env.batch_id} was encoded with bundle {env.bundle[:12]}, "
+                f"this receiver holds {self.bundle.hash[:12]}"
+            )
+        key = (env.batch_id, env.t_a_ns)
+        cached = self._reports.get(key)
+        if cached is not None:
+            self.counters["duplicate"] += 1
+            log.info("duplicate_batch", batch=env.batch_id, attempt=env.attempt)
+            return cached
+        if len(frames) != 2:
+            raise EnvelopeError(f"batch {env.batch_id} has no payload frame")
+        parsed = self.receiver.parse(frames[1])
+        if parsed.alpha != env.alpha:
+            raise PayloadError(f"payload alpha={parsed.alpha} disagrees with envelope alpha={env.alpha}")
+        outcome = self.receiver.process_parsed(parsed, seed=env.batch_id)
+        comm_s = (outcome.t_b_ns - env.t_a_ns) / 1e9
+        c, d = outcome.fit.seconds, outcome.classify_s
+        report = messages.Report(
+            batch_id=env.batch_id,
+            attempt=env.attempt,
+            predictions=outcome.predictions.tobytes(),
+            n_test=outcome.header.t,
+            n_train=outcome.header.n,
+            alpha=outcome.header.alpha,
+            adapt=self.config.adapt.mode.value,
+            t_b_ns=outcome.t_b_ns,
+            latency_comm_s=comm_s,
+            latency_finetune_s=c,
+            latency_classify_s=d,
+            latency_e2e_s=comm_s + c + d,
+            parse_s=outcome.parse_s,
+            reconstruct_s=outcome.reconstruct_s,
+            train_loss=outcome.fit.final_loss,
+        )
+        encoded = report.encode()
+        self._reports[key] = encoded
+        while len(self._reports) > REPORT_CACHE:
+            self._reports.popitem(last=False)
+        self.counters["batches"] += 1
+        record: dict[str, Any] = {
+            "batch": env.batch_id,
+            "attempt": env.attempt,
+            "modulation": env.modulation,
+            "alpha": env.alpha,
+            "b_max": env.b_max,
+            "n_test": report.n_test,
+            "n_train": report.n_train,
+            "payload_bytes": len(frames[1]),
+            # RX never sees test labels; TX scores the predictions.
+            "accuracy": None,
+            "latency_comm_s": comm_s,
+            "latency_finetune_s": c,
+            "latency_classify_s": d,
+            "latency_e2e_s": report.latency_e2e_s,
+            "parse_s": outcome.parse_s,
+            "reconstruct_s": outcome.reconstruct_s,
+            "train_loss": outcome.fit.final_loss,
+            "adapt": report.adapt,
+            "t_a_ns": env.t_a_ns,
+            "t_b_ns": outcome.t_b_ns,
+            "rx_done_ns": realtime_ns(),
+        }
+        self.metrics.write(record)
+        log.info("batch", **{k: v for k, v in record.items() if k not in ("t_a_ns", "t_b_ns", "rx_done_ns")})
+        return encoded

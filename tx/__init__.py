@@ -1,0 +1,1 @@
+"""The semalign transmitter: PCA-encodes batches and streams them to the receiver."""

@@ -1,0 +1,60 @@
+"""The control plane: request/reply messages between ``semalign ctl`` and the TX daemon.
+
+Requests are ``{"v": 1, "cmd": NAME, "arg": ...}``; replies ``{"v": 1, "ok": bool, ...}``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from common.errors import ConfigError, EnvelopeError
+from common.messages import MAX_META_BYTES, PROTOCOL
+
+COMMANDS = ("set-modulation", "set-alpha", "set-policy", "pause", "resume", "status")
+
+
+@dataclass(frozen=True)
+class ControlRequest:
+    cmd: str
+    arg: str | int | None = None
+
+    def encode(self) -> bytes:
+        out: bytes = msgpack.packb({"v": PROTOCOL, "cmd": self.cmd, "arg": self.arg}, use_bin_type=True)
+        return out
+
+    @classmethod
+    def decode(cls, frame: bytes) -> ControlRequest:
+        if len(frame) > MAX_META_BYTES:
+            raise EnvelopeError(f"control request of {len(frame)} bytes exceeds {MAX_META_BYTES}")
+        try:
+            obj = msgpack.unpackb(frame, raw=False, max_str_len=1024, max_map_len=16, max_array_len=16)
+        except (ValueError, msgpack.UnpackException, TypeError) as exc:
+            raise EnvelopeError(f"control request is not valid msgpack ({exc})") from exc
+        if not isinstance(obj, dict) or obj.get("v") != PROTOCOL:
+            raise EnvelopeError("control request must be a map with v=1")
+        cmd, arg = obj.get("cmd"), obj.get("arg")
+        if cmd not in COMMANDS:
+            raise ConfigError(f"unknown command {cmd!r}: expected one of {', '.join(COMMANDS)}")
+        if arg is not None and (isinstance(arg, bool) or not isinstance(arg, str | int)):
+            raise ConfigError(f"argument of {cmd} must be a string or an integer, got {type(arg).__name__}")
+        return cls(cmd, arg)
+
+
+def encode_reply(ok: bool, *, error: str | None = None, **fields: Any) -> bytes:
+    out: bytes = msgpack.packb({"v": PROTOCOL, "ok": ok, "error": error, **fields}, use_bin_type=True)
+    return out
+
+
+def decode_reply(frame: bytes) -> dict[str, Any]:
+    if len(frame) > MAX_META_BYTES:
+        raise EnvelopeError(f"control reply of {len(frame)} bytes exceeds {MAX_META_BYTES}")
+    try:
+        obj = msgpack.unpackb(frame, raw=False)
+    except (ValueError, msgpack.UnpackException, TypeError) as exc:
+        raise EnvelopeError(f"control reply is not valid msgpack ({exc})") from exc
+    if not isinstance(obj, dict) or obj.get("v") != PROTOCOL or not isinstance(obj.get("ok"), bool):
+        raise EnvelopeError("control reply must be a map with v=1 and ok")
+    return obj
