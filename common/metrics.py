@@ -28,7 +28,7 @@ class MetricsWriter:
         self._file: IO[str] | None = None
         if path is not None:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-            self._file = Path(path).open("a", encoding="utf-8")
+            self._file = Path(path).open("a", encoding="utf-8")  # noqa: SIM115 (kept open for the daemon's life)
 
     def write(self, record: dict[str, Any]) -> None:
         if self._file is None:

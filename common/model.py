@@ -6,6 +6,7 @@ reconstructs with the same ``alpha`` rows, so a smaller alpha is a coarser image
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -24,7 +25,7 @@ class MLP(nn.Module):
         super().__init__()
         dims = [input_dim, *hidden, num_classes]
         layers: list[nn.Module] = []
-        for i, (fan_in, fan_out) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
+        for i, (fan_in, fan_out) in enumerate(itertools.pairwise(dims)):
             layers.append(nn.Linear(fan_in, fan_out))
             if i < len(dims) - 2:
                 layers.append(nn.ReLU())

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from common.bundle import Bundle
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 #: The shared MNIST copy lives beside the repository on development and CI machines only
@@ -50,3 +52,20 @@ def fashion_mnist_dir() -> Path:
     return _idx_dir_or_skip(
         DEBIAN_FASHION_MNIST_DIR, "install it with: apt-get install dataset-fashion-mnist"
     )
+
+
+@pytest.fixture(scope="session")
+def digits_bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A digits model bundle built once per test session (a few seconds)."""
+    from common.bundle import ensure_bundle
+
+    out = tmp_path_factory.mktemp("bundle") / "digits"
+    ensure_bundle("digits", out=out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def digits_bundle(digits_bundle_dir: Path) -> Bundle:
+    from common.bundle import load_bundle
+
+    return load_bundle(digits_bundle_dir)

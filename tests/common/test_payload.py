@@ -104,7 +104,7 @@ def test_malformed_rejected_with_typed_error(name: str, buf: bytes, error: type[
 
 
 def test_alpha_beyond_bundle_dims() -> None:
-    with pytest.raises(errors.AlphaOutOfRange, match="1..5"):
+    with pytest.raises(errors.AlphaOutOfRange, match=r"1\.\.5"):
         wire.parse(GOOD, max_alpha=ALPHA - 1, num_classes=CLASSES)
 
 
