@@ -16,7 +16,13 @@ from common import messages
 from common.bundle import Bundle
 from common.clock import realtime_ns
 from common.config import RxConfig
-from common.errors import BundleMismatch, EnvelopeError, OversizeMessage, PayloadError, ProtocolError
+from common.errors import (
+    BundleMismatch,
+    EnvelopeError,
+    OversizeMessage,
+    PayloadError,
+    ProtocolError,
+)
 from common.log import get_logger
 from common.metrics import MetricsWriter
 from common.zmqutil import StopFlag, make_socket

@@ -9,7 +9,10 @@ import ctypes
 import io
 import json
 import random
+import shutil
+import subprocess
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -18,6 +21,7 @@ import structlog
 
 from common.errors import EnvelopeError, ProtocolError, SemalignError
 from common.timesync import (
+    ALL_FLAGS,
     FREE_RUNNING_DRIFT_PPM,
     MAX_SYNC_AGE_NS,
     SYNCED_DRIFT_PPM,
@@ -76,7 +80,7 @@ CHRONY_LOCAL = ("7F7F0101,,10,1795298606.000000000,0.000000000,0.000000000,0.000
                 "0.000,0.000,0.000,0.000000000,0.000000000,0.0,Normal")
 
 
-def synced(source: SyncSource = SyncSource.GPS_PPS, bound_ns: int = 2 * US,
+def synced(source: SyncSource = SyncSource.GPS_PPS, bound_ns: int | None = 2 * US,
            read_at_ns: int = NOW, **over: Any) -> SyncState:
     fields: dict[str, Any] = dict(
         source=source, synchronised=True, bound_ns=bound_ns, offset_ns=-300,
@@ -235,7 +239,7 @@ def test_local_stratum_is_not_synchronised() -> None:
 
 
 def test_gps_status_from_reports() -> None:
-    reports = [
+    reports: list[dict[str, Any]] = [
         {"class": "VERSION", "release": "3.22"},
         {"class": "DEVICES", "devices": [{"class": "DEVICE", "path": "/dev/ttyACM0"}]},
         {"class": "POLL", "tpv": [{"class": "TPV", "mode": 1}, {"class": "TPV", "mode": 3,
@@ -248,6 +252,11 @@ def test_gps_status_from_reports() -> None:
     assert (status.mode, status.toff_ns, status.pps_offset_ns) == (3, 80 * MS, -1_000)
     assert status.fix_time_ns == 1_795_298_631_250_000_000
     assert status.has_3d_fix and status.has_pps and status.device == "/dev/ttyACM0"
+    # A later TPV without a time (gpsd's first of a cycle may lack one) keeps the last time;
+    # a later fix loss is reported as such.
+    later = gps_status_from_reports([*reports, {"class": "TPV", "mode": 1}])
+    assert later is not None and later.mode == 1
+    assert later.fix_time_ns == status.fix_time_ns
     assert gps_status_from_reports([{"class": "VERSION"}]) is None
 
 
@@ -538,3 +547,49 @@ def test_clock_main_rejects_bad_gpsd_address() -> None:
     with pytest.raises(SystemExit) as info:
         clock_main(["--gpsd", "localhost:notaport"], out=io.StringIO())
     assert info.value.code == 2
+
+
+# --- deploy/ and docs/ agree with the code -------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_deploy_chrony_config_parses_and_its_refids_classify() -> None:
+    conf = REPO / "deploy" / "chrony" / "semalign-gps.conf"
+    chronyd = shutil.which("chronyd") or shutil.which("chronyd", path="/usr/sbin:/sbin")
+    if chronyd is None:
+        pytest.skip("chronyd is not installed (apt-get install chrony)")
+    # -p parses the file and prints the effective directives; it starts nothing.
+    done = subprocess.run([chronyd, "-p", "-f", str(conf)], capture_output=True, text=True,
+                          timeout=10, check=False)
+    assert done.returncode == 0, done.stderr
+    refclocks = [ln.split() for ln in done.stdout.splitlines() if ln.startswith("refclock")]
+    refids = {words[words.index("refid") + 1]: words for words in refclocks}
+    assert set(refids) == {"GPS", "PPS"}
+    assert refids["PPS"][1:3] == ["PPS", "/dev/pps0"] and "lock" in refids["PPS"]
+    assert refids["GPS"][1:3] == ["SHM", "0"]
+    assert classify_reference(0x50505300, "PPS") is SyncSource.GPS_PPS
+    assert classify_reference(0x47505300, "GPS") is SyncSource.GPS
+
+
+def test_deploy_gpsd_default_feeds_chrony() -> None:
+    values = dict(
+        line.split("=", 1)
+        for line in (REPO / "deploy" / "gpsd" / "gpsd.default").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    assert "/dev/pps0" in values["DEVICES"]
+    assert "-n" in values["GPSD_OPTIONS"].strip('"').split()  # SHM 0 fed without clients
+
+
+def test_docs_name_every_wire_field_and_constant() -> None:
+    doc = (REPO / "docs" / "time-sync.md").read_text()
+    reply = ClockReply(seq=1, t1_ns=NOW, t2_ns=NOW, t3_ns=NOW, sync=synced())
+    names = [*synced().to_dict(), *GpsStatus(3, None, None, None, "").to_dict(),
+             *ClockProbe(1, NOW).to_dict(), *reply.to_dict(), *sorted(ALL_FLAGS),
+             *(s.value for s in SyncSource), *(b.value for b in Basis)]
+    missing = [n for n in names if f"`{n}`" not in doc]
+    assert missing == []
+    assert f"{SYNCED_DRIFT_PPM} ppm" in doc and f"{FREE_RUNNING_DRIFT_PPM} ppm" in doc
+    assert f"{MAX_SYNC_AGE_NS // 10**9} s" in doc
+    assert "|offset| + root dispersion + root delay / 2" in doc
