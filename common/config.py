@@ -67,6 +67,12 @@ class TxConfig:
     metrics_out: str | None = None
     log_level: str = "info"
     transport: str = "zmq"
+    #: Clock sync readers: gpsd as HOST[:PORT] or "off"; chronyc's -h target.
+    gpsd: str = "127.0.0.1:2947"
+    chrony_socket: str | None = None
+    sync_interval_s: float = 300.0
+    #: Seconds between NTP-style clock probes to RX (offset estimate for unsynchronised clocks).
+    clock_probe_interval_s: float = 5.0
 
     def __post_init__(self) -> None:
         Modulation.parse(self.modulation)
@@ -84,7 +90,7 @@ class TxConfig:
         _at_least("max_attempts", self.max_attempts, 1)
         if self.code_rate is not None and not 0 < self.code_rate <= 1:
             raise ConfigError(f"code_rate: expected a number in (0, 1], got {self.code_rate}")
-        for name in ("interval_s", "hello_timeout_s"):
+        for name in ("interval_s", "hello_timeout_s", "clock_probe_interval_s"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}: expected a number >= 0, got {getattr(self, name)}")
         if self.ack_timeout_s <= 0:
@@ -113,6 +119,9 @@ class RxConfig:
     max_message_bytes: int = 64 * 1024 * 1024
     metrics_out: str | None = None
     log_level: str = "info"
+    gpsd: str = "127.0.0.1:2947"
+    chrony_socket: str | None = None
+    sync_interval_s: float = 300.0
 
     def __post_init__(self) -> None:
         _choice("dataset", self.dataset, tuple(LINK_DEFAULTS))

@@ -22,6 +22,8 @@ KIND_HELLO = "hello"
 KIND_BATCH = "batch"
 KIND_REPORT = "report"
 KIND_ERROR = "error"
+KIND_CLOCK_PROBE = "clock_probe"
+KIND_CLOCK_REPLY = "clock_reply"
 
 
 def _pack(obj: Mapping[str, Any]) -> bytes:
@@ -98,8 +100,11 @@ class Envelope:
     alpha: int
     bundle: str
     t_a_ns: int  # TX CLOCK_REALTIME at PCA start (the paper's A)
+    t: int = 0
+    n: int = 0
     transport: str = "zmq"
-    sync: dict[str, Any] | None = None
+    sync: dict[str, Any] | None = None  # TX's SyncState
+    offset: dict[str, Any] | None = None  # TX's latest estimate of RX clock minus TX clock
 
     def encode(self) -> bytes:
         return _pack({"v": PROTOCOL, "kind": KIND_BATCH, **asdict(self)})
@@ -114,8 +119,11 @@ class Envelope:
             alpha=_count(obj, "alpha", 1, 0xFFFF),
             bundle=_get(obj, "bundle", str),
             t_a_ns=_count(obj, "t_a_ns"),
+            t=_count(obj, "t", 0, 0xFFFF),
+            n=_count(obj, "n", 0, 0xFFFF),
             transport=_get(obj, "transport", str),
             sync=_get(obj, "sync", dict, optional=True),
+            offset=_get(obj, "offset", dict, optional=True),
         )
 
 
@@ -200,10 +208,22 @@ class ErrorReply:
         )
 
 
-def decode_reply(frame: bytes | memoryview) -> Hello | Report | ErrorReply:
-    """Decode a frame RX sent back to TX."""
+def encode_clock(kind: str, body: Mapping[str, Any]) -> bytes:
+    """A clock probe (TX -> RX) or reply (RX -> TX); bodies come from ``common.timesync``."""
+    return _pack({"v": PROTOCOL, "kind": kind, **body})
+
+
+def clock_body(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields of a clock message without the framing keys, for ``ClockProbe/Reply.from_dict``."""
+    return {k: v for k, v in obj.items() if k not in ("v", "kind")}
+
+
+def decode_reply(frame: bytes | memoryview) -> Hello | Report | ErrorReply | dict[str, Any]:
+    """Decode a frame RX sent back to TX; a clock reply comes back as its raw map."""
     obj = unpack(frame)
     kind = obj.get("kind")
+    if kind == KIND_CLOCK_REPLY:
+        return obj
     if kind == KIND_REPORT:
         return Report.decode(obj)
     if kind == KIND_ERROR:

@@ -25,6 +25,17 @@ from common.errors import (
 )
 from common.log import get_logger
 from common.metrics import MetricsWriter
+from common.timesync import (
+    ClockProbe,
+    ClockReply,
+    OffsetEstimate,
+    SyncMonitor,
+    SyncState,
+    comm_latency_record,
+    comm_metrics,
+    daemon_sync_config,
+    start_monitor_thread,
+)
 from common.zmqutil import StopFlag, make_socket
 from rx.pipeline import Receiver
 
@@ -50,6 +61,8 @@ class RxDaemon:
         self.sock.bind(config.bind)
         self.endpoint = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self.metrics = MetricsWriter(config.metrics_out)
+        self.sync = SyncMonitor(daemon_sync_config(config.gpsd, config.chrony_socket),
+                                interval_s=config.sync_interval_s, logger=log)
 
     def close(self) -> None:
         self.sock.close(0)
@@ -57,6 +70,8 @@ class RxDaemon:
 
     def run(self, stop: StopFlag) -> None:
         warm_s = self.receiver.warm_up()
+        self.sync.refresh()
+        start_monitor_thread(self.sync, lambda: bool(stop))
         log.info("rx_ready", warm_up_s=round(warm_s, 3), endpoint=self.endpoint, bundle=self.bundle.hash[:12],
                  dataset=self.bundle.meta.dataset, dims=self.bundle.dims,
                  adapt=self.config.adapt.mode.value, threads=self.config.threads)
@@ -64,8 +79,9 @@ class RxDaemon:
             if not self.sock.poll(POLL_MS):
                 continue
             frames = self.sock.recv_multipart(copy=False)
+            received_ns = realtime_ns()  # t2 of a clock probe
             identity, body = frames[0].bytes, [f.buffer for f in frames[1:]]
-            reply = self.handle(body)
+            reply = self.handle(body, received_ns=received_ns)
             try:
                 self.sock.send_multipart([identity, reply], flags=zmq.NOBLOCK)
             except zmq.Again:
@@ -73,10 +89,10 @@ class RxDaemon:
                 log.warning("reply_dropped", reason="peer gone or send queue full")
         log.info("rx_stopped", signal=stop.signal, counters=dict(self.counters))
 
-    def handle(self, frames: list[memoryview]) -> bytes:
+    def handle(self, frames: list[memoryview], *, received_ns: int = 0) -> bytes:
         """Answer one message; never raises for bad input."""
         try:
-            return self._handle(frames)
+            return self._handle(frames, received_ns)
         except ProtocolError as exc:
             self.counters[exc.code] += 1
             log.warning("message_rejected", error=exc.code, detail=str(exc), batch=exc.batch_id)
@@ -86,7 +102,7 @@ class RxDaemon:
             log.error("bundle_mismatch", detail=str(exc))
             return messages.ErrorReply(exc.code, str(exc), exc.batch_id).encode()
 
-    def _handle(self, frames: list[memoryview]) -> bytes:
+    def _handle(self, frames: list[memoryview], received_ns: int) -> bytes:
         body = sum(len(f) for f in frames[1:])
         if body > self._max_msg or (frames and len(frames[0]) > messages.MAX_META_BYTES):
             raise OversizeMessage(
@@ -102,6 +118,11 @@ class RxDaemon:
             if hello.bundle != self.bundle.hash:
                 log.error("bundle_mismatch", tx_bundle=hello.bundle[:12], rx_bundle=self.bundle.hash[:12])
             return messages.Hello(bundle=self.bundle.hash, role="rx").encode()
+        if kind == messages.KIND_CLOCK_PROBE:
+            probe = ClockProbe.from_dict(messages.clock_body(meta))
+            state = self.sync.current()
+            reply = ClockReply.answer(probe, received_ns or realtime_ns(), realtime_ns(), state)
+            return messages.encode_clock(messages.KIND_CLOCK_REPLY, reply.to_dict())
         if kind != messages.KIND_BATCH:
             raise EnvelopeError(f"unexpected message kind {kind!r}")
         env = messages.Envelope.decode(meta)
@@ -125,11 +146,17 @@ class RxDaemon:
             return cached
         if len(frames) != 2:
             raise EnvelopeError(f"batch {env.batch_id} has no payload frame")
+        tx_sync = (SyncState.from_dict(env.sync) if env.sync is not None
+                   else SyncState.unsynchronised("TX sent no sync state", read_at_ns=env.t_a_ns))
+        offset = OffsetEstimate.from_dict(env.offset) if env.offset is not None else None
         parsed = self.receiver.parse(frames[1])
-        if parsed.alpha != env.alpha:
-            raise PayloadError(f"payload alpha={parsed.alpha} disagrees with envelope alpha={env.alpha}")
+        got = (parsed.alpha, parsed.header.t, parsed.header.n)
+        if got != (env.alpha, env.t, env.n):
+            raise PayloadError(f"payload (alpha, t, n)={got} disagrees with the envelope's "
+                               f"{(env.alpha, env.t, env.n)}")
         outcome = self.receiver.process_parsed(parsed, seed=env.batch_id)
-        comm_s = (outcome.t_b_ns - env.t_a_ns) / 1e9
+        comm = comm_latency_record(env.t_a_ns, outcome.t_b_ns, tx_sync, self.sync.current(), offset)
+        comm_s = comm.value_ns / 1e9
         c, d = outcome.fit.seconds, outcome.classify_s
         report = messages.Report(
             batch_id=env.batch_id,
@@ -147,6 +174,8 @@ class RxDaemon:
             parse_s=outcome.parse_s,
             reconstruct_s=outcome.reconstruct_s,
             train_loss=outcome.fit.final_loss,
+            comm=comm.to_dict(),
+            sync=comm.rx.to_dict(),
         )
         encoded = report.encode()
         self._reports[key] = encoded
@@ -164,7 +193,7 @@ class RxDaemon:
             "payload_bytes": len(frames[1]),
             # RX never sees test labels; TX scores the predictions.
             "accuracy": None,
-            "latency_comm_s": comm_s,
+            **comm_metrics(comm),
             "latency_finetune_s": c,
             "latency_classify_s": d,
             "latency_e2e_s": report.latency_e2e_s,
@@ -177,5 +206,6 @@ class RxDaemon:
             "rx_done_ns": realtime_ns(),
         }
         self.metrics.write(record)
-        log.info("batch", **{k: v for k, v in record.items() if k not in ("t_a_ns", "t_b_ns", "rx_done_ns")})
+        log.info("batch", comm=comm.describe(),
+                 **{k: v for k, v in record.items() if k not in ("t_a_ns", "t_b_ns", "rx_done_ns")})
         return encoded

@@ -7,7 +7,7 @@ socket is rebuilt (zguide's Lazy Pirate), up to ``max_attempts`` sends.
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -18,13 +18,25 @@ import zmq
 from common import messages
 from common import payload as wire
 from common.bundle import Bundle
-from common.clock import NS_PER_S, Stamp, monotonic_ns
+from common.clock import NS_PER_S, Stamp, monotonic_ns, realtime_ns
 from common.config import TxConfig
 from common.datasets import Dataset
 from common.errors import BudgetError, ConfigError, EnvelopeError, SemalignError
 from common.log import get_logger
 from common.metrics import MetricsWriter
 from common.modulation import Modulation
+from common.timesync import (
+    BadSyncMessage,
+    ClockProbe,
+    ClockReply,
+    CommLatency,
+    OffsetEstimate,
+    SyncMonitor,
+    comm_metrics,
+    daemon_sync_config,
+    estimate_rx_minus_tx,
+    start_monitor_thread,
+)
 from common.zmqutil import StopFlag, make_socket
 from tx.control import ControlRequest, encode_reply
 from tx.link import LinkPlan, LinkState, make_plan
@@ -39,6 +51,12 @@ UNREACHABLE_RETRY_S = 0.25
 HELLO_RETRY_S = 1.0
 #: Log "rx unreachable" at most this often.
 UNREACHABLE_LOG_S = 5.0
+#: Clock exchanges kept; the one with the least round-trip delay gives the offset estimate.
+CLOCK_EXCHANGES_KEPT = 8
+#: Probes sent back to back when RX first answers, so the first batch already has an estimate.
+CLOCK_PROBE_BURST = 4
+#: How long the first batch waits for that burst to be answered.
+CLOCK_FIRST_WAIT_S = 1.0
 
 EXIT_OK = 0
 EXIT_FATAL = 2
@@ -94,6 +112,14 @@ class TxDaemon:
         self.control.bind(config.control)
         self.control_endpoint = self.control.getsockopt_string(zmq.LAST_ENDPOINT)
         self.metrics = MetricsWriter(config.metrics_out)
+        self.sync = SyncMonitor(daemon_sync_config(config.gpsd, config.chrony_socket),
+                                interval_s=config.sync_interval_s, logger=log)
+        self.offset: OffsetEstimate | None = None
+        self._probes: dict[int, ClockProbe] = {}
+        self._exchanges: deque[tuple[ClockProbe, ClockReply, int]] = deque(maxlen=CLOCK_EXCHANGES_KEPT)
+        self._probe_seq = 0
+        self._probe_due = 0
+        self._first_probe_ns: int | None = None
 
     # -- sockets -------------------------------------------------------------------------
 
@@ -124,6 +150,8 @@ class TxDaemon:
         log.info("tx_start", endpoint=self.config.endpoint, control=self.control_endpoint,
                  bundle=self.bundle.hash[:12], dataset=self.dataset.name, **self.plan.as_dict())
         started = monotonic_ns()
+        self.sync.refresh()
+        start_monitor_thread(self.sync, lambda: bool(stop))
         while not stop and not self.fatal and not self.finished():
             now = monotonic_ns()
             if not self.rx_ready:
@@ -131,9 +159,11 @@ class TxDaemon:
                     self.fatal = f"no receiver answered at {self.config.endpoint} within {self.config.hello_timeout_s:g} s"
                     break
                 self._hello(now)
-            elif self._may_build(now):
-                self._build_and_send(now)
-                continue
+            else:
+                self._probe_clock(now)
+                if self._may_build(now):
+                    self._build_and_send(now)
+                    continue
             self._resend_due(monotonic_ns())
             poller = zmq.Poller()
             poller.register(self.data, zmq.POLLIN)
@@ -159,6 +189,8 @@ class TxDaemon:
             and len(self.inflight) < self.config.max_inflight
             and (self.config.batches == 0 or self.next_batch < self.config.batches)
             and now >= self._next_build_ns
+            and (self.offset is not None or self._first_probe_ns is None
+                 or now - self._first_probe_ns > CLOCK_FIRST_WAIT_S * NS_PER_S)
         )
 
     def _hello(self, now: int) -> None:
@@ -169,6 +201,40 @@ class TxDaemon:
             self.data.send(messages.Hello(bundle=self.bundle.hash, role="tx").encode(), flags=zmq.NOBLOCK)
         except zmq.Again:
             self._log_unreachable(now)
+
+    def _probe_clock(self, now: int) -> None:
+        """NTP-style probes to RX; the estimate corrects B - A only where sync is missing."""
+        if now < self._probe_due:
+            return
+        interval = int(self.config.clock_probe_interval_s * NS_PER_S)
+        self._probe_due = now + interval if interval else 2**63
+        burst = CLOCK_PROBE_BURST if not self._exchanges else 1
+        if self._first_probe_ns is None:
+            self._first_probe_ns = now
+        self._probes = {}  # unanswered probes from earlier rounds are stale
+        for _ in range(burst):
+            self._probe_seq = (self._probe_seq + 1) % 2**32
+            probe = ClockProbe(self._probe_seq, realtime_ns())
+            try:
+                self.data.send(messages.encode_clock(messages.KIND_CLOCK_PROBE, probe.to_dict()),
+                               flags=zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self._probes[probe.seq] = probe
+
+    def _on_clock_reply(self, obj: dict[str, Any], t4_ns: int) -> None:
+        try:
+            reply = ClockReply.from_dict(messages.clock_body(obj))
+        except BadSyncMessage as exc:
+            self.counters["bad_clock_reply"] += 1
+            log.warning("bad_clock_reply", detail=str(exc))
+            return
+        probe = self._probes.pop(reply.seq, None)
+        if probe is None or probe.t1_ns != reply.t1_ns:
+            self.counters["stale_clock_reply"] += 1
+            return
+        self._exchanges.append((probe, reply, t4_ns))
+        self.offset = estimate_rx_minus_tx(self._exchanges, client="tx")
 
     def _log_unreachable(self, now: int) -> None:
         if now - self._last_unreachable_log > UNREACHABLE_LOG_S * NS_PER_S:
@@ -197,7 +263,9 @@ class TxDaemon:
         encode_s = (monotonic_ns() - a.monotonic_ns) / NS_PER_S
         env = messages.Envelope(
             batch_id=self.next_batch, attempt=0, modulation=plan.modulation.value, b_max=plan.b_max,
-            alpha=plan.alpha, bundle=self.bundle.hash, t_a_ns=a.realtime_ns,
+            alpha=plan.alpha, bundle=self.bundle.hash, t_a_ns=a.realtime_ns, t=t, n=n,
+            sync=self.sync.current().to_dict(),
+            offset=None if self.offset is None else self.offset.to_dict(),
         )
         self.next_batch += 1
         return Pending(env, body, test.y[test_idx].astype(np.int64), plan, a, encode_s)
@@ -263,6 +331,7 @@ class TxDaemon:
                 frames = self.data.recv_multipart(flags=zmq.NOBLOCK)
             except zmq.Again:
                 return
+            received_ns = realtime_ns()  # t4 of a clock exchange
             try:
                 if len(frames) != 1:
                     raise EnvelopeError(f"expected a 1-frame reply, got {len(frames)}")
@@ -271,7 +340,9 @@ class TxDaemon:
                 self.counters["bad_reply"] += 1
                 log.warning("bad_reply", detail=str(exc))
                 continue
-            if isinstance(reply, messages.Hello):
+            if isinstance(reply, dict):
+                self._on_clock_reply(reply, received_ns)
+            elif isinstance(reply, messages.Hello):
                 self._on_hello(reply)
             elif isinstance(reply, messages.ErrorReply):
                 self._on_error(reply)
@@ -307,6 +378,12 @@ class TxDaemon:
             self.counters["stale_reports"] += 1
             return
         now = monotonic_ns()
+        try:
+            comm = CommLatency.from_dict(report.comm) if report.comm is not None else None
+        except BadSyncMessage as exc:
+            self.counters["bad_reply"] += 1
+            log.warning("bad_comm_record", batch=report.batch_id, detail=str(exc))
+            comm = None
         predictions = np.frombuffer(report.predictions, dtype=np.uint8)
         correct = int((predictions == pending.test_labels).sum())
         self.correct += correct
@@ -318,6 +395,7 @@ class TxDaemon:
             "n_train": report.n_train,
             "accuracy": correct / len(predictions) if len(predictions) else None,
             "latency_comm_s": report.latency_comm_s,
+            **(comm_metrics(comm) if comm is not None else {}),
             "latency_finetune_s": report.latency_finetune_s,
             "latency_classify_s": report.latency_classify_s,
             "latency_e2e_s": report.latency_e2e_s,

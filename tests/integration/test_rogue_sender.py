@@ -16,6 +16,7 @@ from common import payload as wire
 from common.bundle import Bundle
 from common.clock import realtime_ns
 from common.datasets import load_dataset
+from common.timesync import ClockProbe, ClockReply
 from common.zmqutil import free_tcp_port
 from tests.procs import Daemon, metrics
 
@@ -30,7 +31,7 @@ def good_batch(bundle: Bundle, batch_id: int, alpha: int = 30) -> tuple[bytes, b
     coeffs = bundle.codec.encode(np.concatenate([ds.test.x[:T], ds.pool.x[:N]]), alpha)
     body = wire.build(coeffs[:T], coeffs[T:], ds.pool.y[:N])
     env = messages.Envelope(batch_id=batch_id, attempt=0, modulation="64qam", b_max=len(body),
-                            alpha=alpha, bundle=bundle.hash, t_a_ns=realtime_ns())
+                            alpha=alpha, bundle=bundle.hash, t_a_ns=realtime_ns(), t=T, n=N)
     return env.encode(), body
 
 
@@ -43,7 +44,12 @@ def with_byte(buf: bytes, offset: int, fmt: str, value: int) -> bytes:
 def cases(bundle: Bundle) -> list[tuple[str, list[bytes], str]]:
     env, body = good_batch(bundle, 100)
     other_bundle = dataclasses.replace(messages.Envelope.decode(messages.unpack(env)), bundle="f" * 64)
+    wrong_counts = dataclasses.replace(messages.Envelope.decode(messages.unpack(env)), n=N + 1)
+    bad_sync = {**messages.unpack(env), "sync": {"source": "gps+pps"}}
     return [
+        ("envelope disagrees with header", [wrong_counts.encode(), body], "payload"),
+        ("malformed sync state", [msgpack.packb(bad_sync), body], "bad_sync"),
+        ("malformed clock probe", [msgpack.packb({"v": 1, "kind": "clock_probe", "seq": -1})], "bad_sync"),
         ("random bytes", [b"\x93\xff\x00garbage"], "envelope"),
         ("three frames", [env, body, b"x"], "envelope"),
         ("msgpack list", [msgpack.packb([1, 2])], "envelope"),
@@ -73,7 +79,7 @@ def test_garbage_is_rejected_and_good_batches_still_served(digits_bundle_dir: Pa
     sock.setsockopt(zmq.LINGER, 0)
     sock.connect(endpoint)
 
-    def exchange(frames: list[bytes], timeout_ms: int = 60_000) -> messages.Hello | messages.Report | messages.ErrorReply:
+    def exchange(frames: list[bytes], timeout_ms: int = 60_000) -> object:
         sock.send_multipart(frames)
         assert sock.poll(timeout_ms), f"no reply from RX; log:\n{rx.log_text()[-2000:]}"
         (frame,) = sock.recv_multipart()
@@ -88,6 +94,11 @@ def test_garbage_is_rejected_and_good_batches_still_served(digits_bundle_dir: Pa
             reply = exchange(list(good_batch(digits_bundle, batch_id)))
             assert isinstance(reply, messages.Report)
             assert (reply.batch_id, reply.n_test, reply.n_train, reply.alpha) == (batch_id, T, N, 30)
+        probe = ClockProbe(seq=9, t1_ns=realtime_ns())
+        answer = exchange([messages.encode_clock(messages.KIND_CLOCK_PROBE, probe.to_dict())])
+        assert isinstance(answer, dict)
+        clock = ClockReply.from_dict(messages.clock_body(answer))
+        assert (clock.seq, clock.t1_ns) == (9, probe.t1_ns) and probe.t1_ns <= clock.t2_ns <= clock.t3_ns
         # Far beyond zmq's MAXMSGSIZE backstop: zmq drops the sender's connection before RX
         # allocates anything; another sender is still served.
         sock.send_multipart([b"x", b"\0" * (3 * MAX_MESSAGE + messages.MAX_META_BYTES)])
