@@ -221,6 +221,85 @@ def parse_header(buf: bytes | memoryview) -> Header:
     return Header(version, value_type, alpha, t, n)
 
 
+def _check_records(records: np.ndarray, t: int, n: int, num_classes: int, keep: npt.NDArray[np.bool_] | None) -> None:
+    """Validate vector headers and values of ``records`` (only the ``keep`` ones, if given)."""
+    kinds, labels, index = records["kind"], records["label"], records["index"]
+    expected_kind = np.repeat(np.array([KIND_TEST, KIND_TRAIN], np.uint8), [t, n])
+    expected_index = np.concatenate([np.arange(t), np.arange(n)])
+    is_test = np.arange(t + n) < t
+    if keep is not None:
+        kinds, labels, index = kinds[keep], labels[keep], index[keep]
+        expected_kind, expected_index, is_test = expected_kind[keep], expected_index[keep], is_test[keep]
+    if np.any(kinds != expected_kind):
+        raise BadVector(f"expected {t} test vectors (kind 0) followed by {n} training vectors (kind 1)")
+    if np.any(index != expected_index):
+        raise BadVector("vector indices must count 0, 1, ... within each kind")
+    if np.any(labels[is_test] != NO_LABEL):
+        raise LabelOutOfRange("test vectors must carry no label (0xFF)")
+    train_labels = labels[~is_test]
+    if train_labels.size and int(train_labels.max()) >= num_classes:
+        raise LabelOutOfRange(
+            f"training label {int(train_labels.max())} is out of range for {num_classes} classes"
+        )
+
+
+@dataclass(frozen=True)
+class PartialPayload:
+    """The vectors of a payload that arrived whole, when a lossy link dropped some bytes.
+
+    ``payload`` holds only the kept vectors (its header counts them); ``test_index`` maps
+    each kept test vector to its position in the batch as sent.
+    """
+
+    payload: Payload
+    test_index: npt.NDArray[np.intp]
+    sent: Header
+    vectors_lost: int
+
+
+def parse_partial(
+    buf: bytes | memoryview,
+    valid: npt.NDArray[np.bool_],
+    sent: Header,
+    *,
+    max_alpha: int,
+    num_classes: int,
+) -> PartialPayload:
+    """Parse a payload of which only the bytes flagged in ``valid`` [len(buf)] are trusted.
+
+    ``sent`` is the header the sender announced out of band (the envelope), used when the
+    payload's own header was lost. A vector counts only if every one of its bytes is valid.
+    """
+    if not 1 <= sent.alpha <= max_alpha:
+        raise AlphaOutOfRange(f"alpha={sent.alpha}, this receiver's bundle allows 1..{max_alpha}")
+    if len(buf) != sent.size or valid.shape != (len(buf),):
+        raise SizeMismatch(
+            f"announced t={sent.t}, n={sent.n}, alpha={sent.alpha} ({sent.size} bytes) but "
+            f"{len(buf)} bytes and a validity mask of {valid.shape[0]} arrived"
+        )
+    if valid[:FILE_HEADER_SIZE].all():
+        got = parse_header(buf)
+        if got != sent:
+            raise BadVector(f"payload header {got} disagrees with the announced {sent}")
+    per_vector = vector_size(sent.alpha, sent.value_type)
+    count = sent.t + sent.n
+    keep: npt.NDArray[np.bool_] = np.asarray(valid[FILE_HEADER_SIZE:].reshape(count, per_vector).all(axis=1))
+    records = np.frombuffer(buf, dtype=_record_dtype(sent.alpha, sent.value_type), offset=FILE_HEADER_SIZE)
+    _check_records(records, sent.t, sent.n, num_classes, keep)
+    values = records["values"][keep]
+    if not np.isfinite(values).all():
+        raise NonFiniteValue("payload holds NaN or infinite values")
+    keep_test, keep_train = keep[: sent.t], keep[sent.t :]
+    header = Header(sent.version, sent.value_type, sent.alpha, int(keep_test.sum()), int(keep_train.sum()))
+    labels = records["label"][sent.t :][keep_train]
+    return PartialPayload(
+        payload=Payload(header, values, labels),
+        test_index=np.flatnonzero(keep_test),
+        sent=sent,
+        vectors_lost=int(count - keep.sum()),
+    )
+
+
 def parse(
     buf: bytes | memoryview,
     *,
@@ -242,19 +321,8 @@ def parse(
     records = np.frombuffer(
         buf, dtype=_record_dtype(header.alpha, header.value_type), offset=FILE_HEADER_SIZE
     )
-    t = header.t
-    kinds, labels, index = records["kind"], records["label"], records["index"]
-    if np.any(kinds[:t] != KIND_TEST) or np.any(kinds[t:] != KIND_TRAIN):
-        raise BadVector(f"expected {t} test vectors (kind 0) followed by {header.n} training vectors (kind 1)")
-    if np.any(index[:t] != np.arange(t)) or np.any(index[t:] != np.arange(header.n)):
-        raise BadVector("vector indices must count 0, 1, ... within each kind")
-    if np.any(labels[:t] != NO_LABEL):
-        raise LabelOutOfRange("test vectors must carry no label (0xFF)")
-    if header.n and int(labels[t:].max()) >= num_classes:
-        raise LabelOutOfRange(
-            f"training label {int(labels[t:].max())} is out of range for {num_classes} classes"
-        )
+    _check_records(records, header.t, header.n, num_classes, None)
     values = records["values"]
     if not np.isfinite(values).all():
         raise NonFiniteValue("payload holds NaN or infinite values")
-    return Payload(header, values, labels[t:])
+    return Payload(header, values, records["label"][header.t :])

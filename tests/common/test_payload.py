@@ -117,3 +117,51 @@ def test_parse_does_not_copy_values() -> None:
     buf = bytearray(GOOD)
     got = wire.parse(memoryview(buf), max_alpha=ALPHA, num_classes=CLASSES)
     assert np.shares_memory(got.values, np.frombuffer(buf, dtype=np.uint8))
+
+
+def _sent(t: int = 3, n: int = 5) -> wire.Header:
+    return wire.Header(wire.VERSION, wire.ValueType.FLOAT32, ALPHA, t, n)
+
+
+@pytest.mark.parametrize("lost", [[], [0], [2, 6], [0, 1, 2, 3, 4, 5, 6, 7]])
+def test_partial_keeps_exactly_the_whole_vectors(lost: list[int]) -> None:
+    buf, test, train, labels = make()
+    valid = np.ones(len(buf), bool)
+    for i in lost:
+        # One bad byte anywhere in a vector loses the whole vector.
+        valid[8 + i * VEC + (i * 7) % VEC] = False
+    got = wire.parse_partial(buf, valid, _sent(), max_alpha=ALPHA, num_classes=CLASSES)
+    kept_test = [i for i in range(3) if i not in lost]
+    kept_train = [j for j in range(5) if j + 3 not in lost]
+    assert got.vectors_lost == len(lost)
+    np.testing.assert_array_equal(got.test_index, kept_test)
+    np.testing.assert_array_equal(got.payload.test, test[kept_test])
+    np.testing.assert_array_equal(got.payload.train, train[kept_train])
+    np.testing.assert_array_equal(got.payload.train_labels, labels[kept_train])
+    assert (got.payload.header.t, got.payload.header.n) == (len(kept_test), len(kept_train))
+
+
+def test_partial_with_lost_header_uses_announced_header() -> None:
+    buf, _, train, _ = make()
+    damaged = b"\0" * 8 + buf[8:]
+    valid = np.ones(len(buf), bool)
+    valid[:8] = False
+    got = wire.parse_partial(damaged, valid, _sent(), max_alpha=ALPHA, num_classes=CLASSES)
+    assert got.vectors_lost == 0
+    np.testing.assert_array_equal(got.payload.train, train)
+
+
+def test_partial_rejects_header_disagreeing_with_announcement() -> None:
+    buf, *_ = make()
+    other = wire.Header(wire.VERSION, wire.ValueType.FLOAT32, ALPHA, 2, 6)
+    with pytest.raises(errors.BadVector, match="disagrees"):
+        wire.parse_partial(buf, np.ones(len(buf), bool), other, max_alpha=ALPHA, num_classes=CLASSES)
+
+
+def test_partial_still_validates_kept_vectors() -> None:
+    buf = _corrupt(GOOD, FIRST_TRAIN + 1, "<B", CLASSES)
+    valid = np.ones(len(buf), bool)
+    with pytest.raises(errors.LabelOutOfRange):
+        wire.parse_partial(buf, valid, _sent(), max_alpha=ALPHA, num_classes=CLASSES)
+    valid[FIRST_TRAIN] = False  # that vector is dropped, so the rest passes
+    assert wire.parse_partial(buf, valid, _sent(), max_alpha=ALPHA, num_classes=CLASSES).vectors_lost == 1
