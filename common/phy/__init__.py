@@ -1,0 +1,56 @@
+"""The radio physical layer of semalign: modem, frames, channel simulator, Pluto backend, AMC.
+
+Daemons use ``modulate_payload``/``demodulate_payload``, ``Channel`` or ``PlutoRadio``, and ``AmcPolicy``.
+"""
+
+from __future__ import annotations
+
+from common.phy.amc import DEFAULT_THRESHOLDS, AmcPolicy, threshold_table
+from common.phy.channel import Channel, ChannelConfig, SnrProfile, normalised_cfo
+from common.phy.config import PhyConfig
+from common.phy.constellation import Constellation, Demapper, HardDemapper, Mapper
+from common.phy.contract import RX_BITS, TX_FULL_SCALE, quantise_rx, tx_to_int16
+from common.phy.errors import FrameError, SampleOverflow
+from common.phy.link import (
+    DecodedFrame,
+    FrameReport,
+    PhyResult,
+    Receiver,
+    Transmitter,
+    demodulate_payload,
+    modulate_payload,
+)
+from common.phy.pluto import PlutoConfig, PlutoRadio
+from common.phy.theory import ber_awgn, esn0_db_for_ber
+
+__all__ = [
+    "DEFAULT_THRESHOLDS",
+    "RX_BITS",
+    "TX_FULL_SCALE",
+    "AmcPolicy",
+    "Channel",
+    "ChannelConfig",
+    "Constellation",
+    "DecodedFrame",
+    "Demapper",
+    "FrameError",
+    "FrameReport",
+    "HardDemapper",
+    "Mapper",
+    "PhyConfig",
+    "PhyResult",
+    "PlutoConfig",
+    "PlutoRadio",
+    "Receiver",
+    "SampleOverflow",
+    "SnrProfile",
+    "Transmitter",
+    "ber_awgn",
+    "demodulate_payload",
+    "esn0_db_for_ber",
+    "modulate_payload",
+    "normalised_cfo",
+    "quantise_rx",
+    "threshold_table",
+    "tx_to_int16",
+]

@@ -1,0 +1,320 @@
+"""``PlutoRadio``: an ADALM-Pluto behind pyadi-iio, configured from a frozen ``PlutoConfig``.
+
+``adi`` is imported lazily on open; every pyadi-iio/libiio failure becomes a ``RadioError``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib
+import math
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+from common.errors import ConfigError, RadioError
+from common.phy.contract import int16_to_complex, tx_to_int16
+
+T = TypeVar("T")
+
+GAIN_CONTROL_MODES = ("manual", "slow_attack", "fast_attack", "hybrid")
+#: AD9363 (Pluto) limits as documented by Analog Devices; the LO range is the AD9364's,
+#: which most Plutos accept after the well-known firmware setting.
+LO_RANGE_HZ = (70_000_000, 6_000_000_000)
+#: pyadi-iio rejects rates below 521 kS/s (no FIR decimation); 61.44 MS/s is the AD936x max.
+SAMPLE_RATE_RANGE_HZ = (521_000, 61_440_000)
+RF_BANDWIDTH_RANGE_HZ = (200_000, 56_000_000)
+TX_GAIN_RANGE_DB = (-89.75, 0.0)
+RX_GAIN_RANGE_DB = (-3.0, 71.0)
+#: libiio keeps 4 kernel buffers by default; after idle they hold stale samples.
+DEFAULT_FLUSH_READS = 4
+
+
+@dataclasses.dataclass(frozen=True)
+class PlutoConfig:
+    """Radio settings, applied to ``adi.Pluto`` properties in a fixed order on open.
+
+    Attributes
+    ----------
+    uri : str
+        libiio URI: ``"ip:192.168.2.1"`` (USB network gadget), ``"usb:1.5.5"``, ...
+    tx_lo_hz, rx_lo_hz : int
+        Carrier frequencies (TX and RX of one link must match).
+    sample_rate_hz : int
+        Baseband sample rate of both paths.
+    rf_bandwidth_hz : int
+        Analog filter bandwidth of both paths (about the signal bandwidth:
+        ``sample_rate * (1 + rolloff) / sps``, with some room).
+    tx_gain_db : float
+        TX attenuation, -89.75 .. 0 dB (``tx_hardwaregain_chan0``).
+    gain_control_mode : str
+        ``manual``, ``slow_attack``, ``fast_attack`` or ``hybrid``.
+    rx_gain_db : float
+        RX gain, applied only in ``manual`` mode (pyadi-iio ignores it otherwise).
+    rx_buffer_size : int
+        Samples per ``rx()`` call.
+    tx_buffer_size : int
+        Fixed TX buffer length: pyadi-iio fixes it at the first ``tx()``, so every
+        transmission is cut into buffers of exactly this length (the last zero-padded).
+    tx_cyclic : bool
+        Repeat the (single-buffer) transmission until the next one.
+    flush_reads : int
+        ``rx()`` calls discarded before each receive: stale kernel buffers.
+    reconnect_attempts : int
+        Times an operation is retried on a new connection after an ``OSError``.
+    reconnect_delay_s : float
+        Pause before reconnecting.
+    """
+
+    uri: str = "ip:192.168.2.1"
+    tx_lo_hz: int = 2_400_000_000
+    rx_lo_hz: int = 2_400_000_000
+    sample_rate_hz: int = 2_000_000
+    rf_bandwidth_hz: int = 2_000_000
+    tx_gain_db: float = -10.0
+    gain_control_mode: str = "slow_attack"
+    rx_gain_db: float = 30.0
+    rx_buffer_size: int = 1 << 16
+    tx_buffer_size: int = 1 << 16
+    tx_cyclic: bool = False
+    flush_reads: int = DEFAULT_FLUSH_READS
+    reconnect_attempts: int = 2
+    reconnect_delay_s: float = 0.5
+
+    def __post_init__(self) -> None:
+        def within(name: str, value: float, lo: float, hi: float) -> None:
+            if not (lo <= value <= hi):
+                raise ConfigError(f"PlutoConfig.{name} must be in [{lo}, {hi}], got {value!r}")
+
+        if not isinstance(self.uri, str) or not self.uri:
+            raise ConfigError(f"PlutoConfig.uri must be a libiio URI string, got {self.uri!r}")
+        within("tx_lo_hz", self.tx_lo_hz, *LO_RANGE_HZ)
+        within("rx_lo_hz", self.rx_lo_hz, *LO_RANGE_HZ)
+        within("sample_rate_hz", self.sample_rate_hz, *SAMPLE_RATE_RANGE_HZ)
+        within("rf_bandwidth_hz", self.rf_bandwidth_hz, *RF_BANDWIDTH_RANGE_HZ)
+        within("tx_gain_db", self.tx_gain_db, *TX_GAIN_RANGE_DB)
+        within("rx_gain_db", self.rx_gain_db, *RX_GAIN_RANGE_DB)
+        if self.gain_control_mode not in GAIN_CONTROL_MODES:
+            raise ConfigError(
+                f"PlutoConfig.gain_control_mode must be one of {GAIN_CONTROL_MODES}, "
+                f"got {self.gain_control_mode!r}"
+            )
+        for name in ("rx_buffer_size", "tx_buffer_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"PlutoConfig.{name} must be an int >= 1, got {value!r}")
+        if self.flush_reads < 0:
+            raise ConfigError(f"PlutoConfig.flush_reads must be >= 0, got {self.flush_reads}")
+        if self.reconnect_attempts < 0:
+            raise ConfigError(
+                f"PlutoConfig.reconnect_attempts must be >= 0, got {self.reconnect_attempts}"
+            )
+        if not (self.reconnect_delay_s >= 0 and math.isfinite(self.reconnect_delay_s)):
+            raise ConfigError(
+                f"PlutoConfig.reconnect_delay_s must be >= 0, got {self.reconnect_delay_s}"
+            )
+
+
+def _import_adi() -> Any:
+    """The lazy import seam: ``adi`` is only needed once a radio is opened."""
+    try:
+        return importlib.import_module("adi")
+    except ImportError as exc:
+        raise RadioError(
+            "pyadi-iio is not installed: pip install 'semalign[sdr]' (and apt-get install libiio0)"
+        ) from exc
+
+
+class PlutoRadio:
+    """One Pluto, opened on ``__enter__``/``open()`` and closed on exit.
+
+    ``transmit(samples)`` sends [n] complex baseband (full scale 1.0, see
+    ``common.phy.contract``); ``receive(n)`` returns [k * rx_buffer_size] complex128 of
+    12-bit ADC values (k = ceil(n / rx_buffer_size)). Both retry on a fresh connection
+    after an ``OSError`` (USB re-enumeration, network hiccup) and raise ``RadioError``
+    when that fails too.
+    """
+
+    def __init__(self, config: PlutoConfig, *, sleep: Callable[[float], None] = time.sleep) -> None:
+        if not isinstance(config, PlutoConfig):
+            raise ConfigError(f"expected a PlutoConfig, got {config!r}")
+        self.config = config
+        self._sleep = sleep
+        self._dev: Any = None
+        #: Successful reconnections since construction.
+        self.reconnects = 0
+
+    # -- lifecycle ------------------------------------------------------------------------
+    @property
+    def is_open(self) -> bool:
+        return self._dev is not None
+
+    @property
+    def device(self) -> Any:
+        """The underlying ``adi.Pluto`` (for settings this adapter does not cover)."""
+        if self._dev is None:
+            raise RadioError("radio is not open")
+        return self._dev
+
+    def open(self) -> PlutoRadio:
+        if self._dev is None:
+            self._dev = self._connect()
+        return self
+
+    def __enter__(self) -> PlutoRadio:
+        return self.open()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        dev, self._dev = self._dev, None
+        if dev is None:
+            return
+        # Best effort: the device may already be gone (that is often why we close), and a
+        # failure here must not mask the error that made the caller close.
+        for name in ("tx_destroy_buffer", "rx_destroy_buffer", "close"):
+            method = getattr(dev, name, None)
+            if method is not None:
+                with contextlib.suppress(Exception):
+                    method()
+
+    def _connect(self) -> Any:
+        adi = _import_adi()
+        cfg = self.config
+        try:
+            dev = adi.Pluto(uri=cfg.uri)
+        except Exception as exc:  # pyadi-iio raises bare Exception("No device found")
+            raise RadioError(f"cannot open Pluto at {cfg.uri!r}: {exc}") from exc
+        try:
+            self._apply(dev)
+        except Exception as exc:
+            _close_quietly(dev)
+            raise RadioError(f"cannot configure Pluto at {cfg.uri!r}: {exc}") from exc
+        return dev
+
+    def _apply(self, dev: Any) -> None:
+        """Write the settings; the gain mode goes before the gain it gates."""
+        cfg = self.config
+        dev.sample_rate = cfg.sample_rate_hz
+        dev.rx_rf_bandwidth = cfg.rf_bandwidth_hz
+        dev.tx_rf_bandwidth = cfg.rf_bandwidth_hz
+        dev.rx_lo = cfg.rx_lo_hz
+        dev.tx_lo = cfg.tx_lo_hz
+        dev.rx_enabled_channels = [0]
+        dev.tx_enabled_channels = [0]
+        dev.gain_control_mode_chan0 = cfg.gain_control_mode
+        if cfg.gain_control_mode == "manual":
+            dev.rx_hardwaregain_chan0 = cfg.rx_gain_db
+        dev.tx_hardwaregain_chan0 = cfg.tx_gain_db
+        dev.rx_buffer_size = cfg.rx_buffer_size
+        dev.tx_cyclic_buffer = cfg.tx_cyclic
+
+    def _with_reconnect(self, what: str, op: Callable[[Any], T]) -> T:
+        """Run ``op(device)``; on ``OSError`` reconnect and retry, up to the configured cap."""
+        if self._dev is None:
+            raise RadioError(f"cannot {what}: radio is not open")
+        attempts = self.config.reconnect_attempts
+        for attempt in range(attempts + 1):
+            try:
+                return op(self._dev)
+            except OSError as exc:
+                if attempt == attempts:
+                    raise RadioError(f"{what} failed after {attempts} reconnect(s): {exc}") from exc
+                self.close()
+                self._sleep(self.config.reconnect_delay_s)
+                try:
+                    self._dev = self._connect()
+                except RadioError as reexc:
+                    raise RadioError(f"{what} failed and reconnecting failed: {reexc}") from exc
+                self.reconnects += 1
+            except RadioError:
+                raise
+            except Exception as exc:  # pyadi-iio signals misuse with bare Exception
+                raise RadioError(f"{what} failed: {exc}") from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- data plane -----------------------------------------------------------------------
+    def _tx_buffers(self, samples: npt.ArrayLike) -> list[npt.NDArray[np.complex128]]:
+        cfg = self.config
+        iq = tx_to_int16(np.asarray(samples))  # raises SampleOverflow instead of wrapping
+        size = cfg.tx_buffer_size
+        if cfg.tx_cyclic and iq.shape[0] > size:
+            raise ConfigError(
+                f"a cyclic transmission must fit one {size}-sample TX buffer, got {iq.shape[0]}"
+            )
+        n_buf = max(1, -(-iq.shape[0] // size))
+        padded = np.zeros((n_buf * size, 2), dtype=np.int16)
+        padded[: iq.shape[0]] = iq
+        stream = int16_to_complex(padded)
+        return [stream[i * size : (i + 1) * size] for i in range(n_buf)]
+
+    def transmit(self, samples: npt.ArrayLike) -> int:
+        """Send baseband ``samples`` ([n] complex, |I|, |Q| <= 1); return buffers pushed.
+
+        In cyclic mode the previous cyclic buffer is destroyed first (pyadi-iio refuses a
+        second ``tx()`` on a live cyclic buffer).
+        """
+        buffers = self._tx_buffers(samples)
+
+        def push(dev: Any) -> int:
+            if self.config.tx_cyclic:
+                dev.tx_destroy_buffer()
+            for buf in buffers:
+                dev.tx(buf)
+            return len(buffers)
+
+        return self._with_reconnect("transmit", push)
+
+    def stop_transmit(self) -> None:
+        """Stop a cyclic transmission (destroys the TX buffer)."""
+        self._with_reconnect("stop transmit", lambda dev: dev.tx_destroy_buffer())
+
+    def flush(self) -> None:
+        """Discard ``flush_reads`` buffers: samples queued in the kernel while idle."""
+        def drain(dev: Any) -> None:
+            for _ in range(self.config.flush_reads):
+                dev.rx()
+
+        self._with_reconnect("flush", drain)
+
+    def receive(self, n_samples: int, *, flush: bool = True) -> npt.NDArray[np.complex128]:
+        """Capture at least ``n_samples`` fresh samples: [k * rx_buffer_size] complex128."""
+        if n_samples < 1:
+            raise ConfigError(f"n_samples must be >= 1, got {n_samples}")
+        size = self.config.rx_buffer_size
+        n_buf = -(-n_samples // size)
+
+        def capture(dev: Any) -> npt.NDArray[np.complex128]:
+            if flush:
+                for _ in range(self.config.flush_reads):
+                    dev.rx()
+            out = np.empty(n_buf * size, dtype=np.complex128)
+            for i in range(n_buf):
+                buf = np.asarray(dev.rx())
+                if buf.ndim != 1 or buf.size != size or not np.iscomplexobj(buf):
+                    raise RadioError(
+                        f"rx() returned {buf.dtype} {buf.shape}, expected {size} complex samples"
+                    )
+                out[i * size : (i + 1) * size] = buf
+            return out
+
+        return self._with_reconnect("receive", capture)
+
+
+def _close_quietly(dev: Any) -> None:
+    # Already failing: keep the original error rather than one from the teardown.
+    close = getattr(dev, "close", None)
+    if close is not None:
+        with contextlib.suppress(Exception):
+            close()
