@@ -79,6 +79,9 @@ def _tx(argv: list[str]) -> int:
     p.add_argument("--max-attempts", type=int)
     p.add_argument("--hello-timeout", type=float, dest="hello_timeout_s")
     p.add_argument("--value-type", choices=("float32", "float16"))
+    p.add_argument("--transport", choices=("zmq", "sim"))
+    p.add_argument("--link-policy", choices=("manual", "amc"))
+    p.add_argument("--gpsd", help="gpsd HOST[:PORT] for clock sync state, or off")
     p.add_argument("--seed", type=int)
     args = vars(p.parse_args(argv))
     from common import log as logmod
@@ -105,6 +108,7 @@ def _rx(argv: list[str]) -> int:
     p.add_argument("--adapt", choices=("lora", "e2e", "none"), help="adaptation mode")
     p.add_argument("--threads", type=int, help="torch threads")
     p.add_argument("--max-message-bytes", type=int)
+    p.add_argument("--gpsd", help="gpsd HOST[:PORT] for clock sync state, or off")
     args = vars(p.parse_args(argv))
     from common import log as logmod
     from common.config import RxConfig, load_config
@@ -138,6 +142,12 @@ def _demo(argv: list[str]) -> int:
     return main(argv)
 
 
+def _channel(argv: list[str]) -> int:
+    from common.simchannel import main
+
+    return main(argv)
+
+
 def _clock(argv: list[str]) -> int:
     from common.timesync import clock_main
 
@@ -164,6 +174,7 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "rx": (_rx, "run the RX daemon"),
     "ctl": (_ctl, "control a running TX daemon"),
     "demo": (_demo, "run RX and TX on this machine and stream batches"),
+    "channel": (_channel, "run the simulated radio channel between TX and RX"),
     "clock": (_clock, "print this host's clock sync state"),
     "bench": (_bench, "benchmarks: paper, system, modem"),
 }

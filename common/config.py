@@ -22,6 +22,9 @@ from common.payload import ValueType
 C = TypeVar("C")
 
 
+TRANSPORTS = ("zmq", "sim")
+
+
 @dataclass(frozen=True)
 class LinkDefaults:
     """Per-dataset defaults that give the demo a meaningful budget."""
@@ -66,7 +69,11 @@ class TxConfig:
     seed: int = 0
     metrics_out: str | None = None
     log_level: str = "info"
+    #: zmq: payload bytes on the socket; sim: baseband samples through a channel process.
     transport: str = "zmq"
+    #: manual: modulation set by config/ctl; amc: chosen from RX's SNR reports (sim, pluto).
+    link_policy: str = "manual"
+    amc_hysteresis_db: float = 2.0
     #: Clock sync readers: gpsd as HOST[:PORT] or "off"; chronyc's -h target.
     gpsd: str = "127.0.0.1:2947"
     chrony_socket: str | None = None
@@ -78,7 +85,12 @@ class TxConfig:
         Modulation.parse(self.modulation)
         ValueType.parse(self.value_type)
         _choice("alpha_policy", self.alpha_policy, ("proportional", "fixed"))
-        _choice("transport", self.transport, ("zmq",))
+        _choice("transport", self.transport, TRANSPORTS)
+        _choice("link_policy", self.link_policy, ("manual", "amc"))
+        if self.link_policy == "amc" and self.transport == "zmq":
+            raise ConfigError("link_policy 'amc' needs SNR reports: expected transport sim, got zmq")
+        if not 0 <= self.amc_hysteresis_db <= 20:
+            raise ConfigError(f"amc_hysteresis_db: expected a number in [0, 20], got {self.amc_hysteresis_db}")
         _choice("dataset", self.dataset, tuple(LINK_DEFAULTS))
         if self.alpha_policy == "fixed" and self.alpha is None:
             raise ConfigError("alpha_policy 'fixed' needs alpha: expected an integer >= 1, got nothing")

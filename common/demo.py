@@ -1,7 +1,8 @@
 """``semalign demo``: RX and TX as separate processes on loopback, with a live modulation change.
 
 It builds (or reuses) the default bundle, starts both daemons, switches 256QAM -> 64QAM
-through TX's control socket halfway through, prints a per-batch table and exits.
+through TX's control socket halfway through, prints a per-batch table and exits. With
+``--transport sim`` a channel process sits between them and TX's AMC follows the SNR profile.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ COLUMNS = (
     ("latency_e2e_s", "{:>9}"),
 )
 HEADINGS = ("batch", "mod", "alpha", "B_max", "N", "bytes", "acc", "comm s", "tune s", "class s", "e2e s")
+SIM_COLUMNS = (("snr_db", "{:>6}"), ("frames_lost", "{:>6}"), ("vectors_lost", "{:>6}"))
+SIM_HEADINGS = ("SNR dB", "fr.lost", "v.lost")
 
 
 def _cell(key: str, value: Any) -> str:
@@ -38,17 +41,21 @@ def _cell(key: str, value: Any) -> str:
         return "-"
     if key == "accuracy":
         return f"{value:.3f}"
+    if key == "snr_db":
+        return f"{value:.1f}"
     if key.startswith("latency"):
         return f"{value:.4f}"
     return str(value)
 
 
-def format_row(record: dict[str, Any]) -> str:
-    return " ".join(fmt.format(_cell(key, record.get(key))) for key, fmt in COLUMNS)
+def format_row(record: dict[str, Any], sim: bool = False) -> str:
+    columns = COLUMNS + SIM_COLUMNS if sim else COLUMNS
+    return " ".join(fmt.format(_cell(key, record.get(key))) for key, fmt in columns)
 
 
-def format_header() -> str:
-    return " ".join(fmt.format(h) for (_, fmt), h in zip(COLUMNS, HEADINGS, strict=True))
+def format_header(sim: bool = False) -> str:
+    columns, headings = (COLUMNS + SIM_COLUMNS, HEADINGS + SIM_HEADINGS) if sim else (COLUMNS, HEADINGS)
+    return " ".join(fmt.format(h) for (_, fmt), h in zip(columns, headings, strict=True))
 
 
 def _spawn(args: Sequence[str], log_path: Path) -> subprocess.Popen[bytes]:
@@ -74,7 +81,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dataset", default="digits", choices=DATASET_NAMES)
     p.add_argument("--data-dir", type=Path)
     p.add_argument("--batches", type=int, default=8)
-    p.add_argument("--switch-to", default="64qam", help="modulation to switch to halfway")
+    p.add_argument("--switch-to", default="64qam", help="modulation to switch to halfway (zmq transport)")
+    p.add_argument("--transport", default="zmq", choices=("zmq", "sim"),
+                   help="sim: baseband samples through a channel process, modulation chosen by AMC")
+    p.add_argument("--snr-profile", default="37 dB, drop 7 dB at batch 4",
+                   help="Es/N0 by batch for --transport sim (see semalign channel --help)")
+    p.add_argument("--fading", default="none", choices=("none", "rayleigh", "rician"))
     p.add_argument("--adapt", default="lora", choices=("lora", "e2e", "none"))
     p.add_argument("--metrics-out", type=Path, help="write TX's per-batch JSON lines here too")
     p.add_argument("--bundle", type=Path, help="bundle dir (default: built and cached on first use)")
@@ -101,15 +113,24 @@ def main(argv: list[str] | None = None) -> int:
     common = ["--dataset", args.dataset, "--bundle", str(bundle_dir)]
     if args.data_dir:
         common += ["--data-dir", str(args.data_dir)]
+    sim = args.transport == "sim"
     rx = _spawn(["rx", *common, "--bind", data_ep, "--adapt", args.adapt,
                  "--metrics-out", str(workdir / "rx-metrics.jsonl")], workdir / "rx.log")
-    tx = _spawn(["tx", *common, "--endpoint", data_ep, "--control", ctl_ep, "--modulation", "256qam",
+    procs = [rx]
+    tx_ep, tx_extra = data_ep, []
+    if sim:
+        tx_ep = f"tcp://127.0.0.1:{free_tcp_port()}"
+        procs.append(_spawn(["channel", "--listen", tx_ep, "--forward", data_ep, "--snr-profile", args.snr_profile,
+                             "--fading", args.fading], workdir / "channel.log"))
+        tx_extra = ["--transport", "sim", "--link-policy", "amc"]
+        print(f"channel: {args.snr_profile!r}, fading {args.fading}; TX picks the modulation by AMC", flush=True)
+    tx = _spawn(["tx", *common, *tx_extra, "--endpoint", tx_ep, "--control", ctl_ep, "--modulation", "256qam",
                  "--batches", str(args.batches), "--max-inflight", "1", "--hello-timeout", "120",
                  # A short gap between batches leaves room for the live modulation switch.
                  "--interval", str(args.interval),
                  "--metrics-out", str(tx_metrics)], workdir / "tx.log")
     print(f"RX pid {rx.pid} on {data_ep}; TX pid {tx.pid}, control {ctl_ep}; logs in {workdir}\n", flush=True)
-    print(format_header(), flush=True)
+    print(format_header(sim), flush=True)
 
     from tx.control import ControlRequest
     from tx.ctl import request
@@ -123,9 +144,9 @@ def main(argv: list[str] | None = None) -> int:
             if Path(tx_metrics).exists():
                 records = read_metrics(tx_metrics)
             for record in records[shown:]:
-                print(format_row(record), flush=True)
+                print(format_row(record, sim), flush=True)
             shown = len(records)
-            if not switched and shown >= args.batches // 2:
+            if not sim and not switched and shown >= args.batches // 2:
                 reply = request(ctl_ep, ControlRequest("set-modulation", args.switch_to))
                 plan = reply.get("plan", {})
                 print(f"-- ctl set-modulation {args.switch_to}: from batch {reply.get('effective_from_batch')}, "
@@ -133,8 +154,8 @@ def main(argv: list[str] | None = None) -> int:
                 switched = True
             if tx.poll() is not None:
                 break
-            if rx.poll() is not None:
-                print(f"RX exited early with code {rx.returncode}; see {workdir / 'rx.log'}", file=sys.stderr)
+            if any(proc.poll() is not None for proc in procs):
+                print(f"a daemon exited early; see the logs in {workdir}", file=sys.stderr)
                 break
             if time.monotonic() > deadline:
                 print(f"demo timed out after {args.timeout:g} s", file=sys.stderr)
@@ -142,15 +163,19 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(0.1)
     finally:
         tx_code = _stop(tx)
-        _stop(rx)
+        for proc in procs:
+            _stop(proc)
     records = read_metrics(tx_metrics)
     for record in records[shown:]:
-        print(format_row(record), flush=True)
+        print(format_row(record, sim), flush=True)
     ok = [r for r in records if r.get("status") == "ok"]
     if ok:
-        acc = sum(r["accuracy"] * r["n_test"] for r in ok) / sum(r["n_test"] for r in ok)
-        print(f"\n{len(ok)}/{args.batches} batches acknowledged; accuracy {acc:.4f} over "
-              f"{sum(r['n_test'] for r in ok)} test images; TX exit code {tx_code}")
+        scored = [r for r in ok if r["accuracy"] is not None]
+        delivered = sum(r.get("n_test_delivered", r["n_test"]) for r in scored)
+        correct = sum(r["accuracy"] * r.get("n_test_delivered", r["n_test"]) for r in scored)
+        acc = f"{correct / delivered:.4f}" if delivered else "-"
+        print(f"\n{len(ok)}/{args.batches} batches acknowledged; accuracy {acc} over "
+              f"{delivered} delivered test images; TX exit code {tx_code}")
     if tx_code != 0 or len(ok) != args.batches:
         print(f"demo incomplete: see {workdir / 'tx.log'} and {workdir / 'rx.log'}", file=sys.stderr)
         return 1

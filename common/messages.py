@@ -102,6 +102,7 @@ class Envelope:
     t_a_ns: int  # TX CLOCK_REALTIME at PCA start (the paper's A)
     t: int = 0
     n: int = 0
+    value_type: int = 1
     transport: str = "zmq"
     sync: dict[str, Any] | None = None  # TX's SyncState
     offset: dict[str, Any] | None = None  # TX's latest estimate of RX clock minus TX clock
@@ -121,6 +122,7 @@ class Envelope:
             t_a_ns=_count(obj, "t_a_ns"),
             t=_count(obj, "t", 0, 0xFFFF),
             n=_count(obj, "n", 0, 0xFFFF),
+            value_type=_count(obj, "value_type", 0, 15),
             transport=_get(obj, "transport", str),
             sync=_get(obj, "sync", dict, optional=True),
             offset=_get(obj, "offset", dict, optional=True),

@@ -13,7 +13,7 @@ import msgpack
 from common.errors import ConfigError, EnvelopeError
 from common.messages import MAX_META_BYTES, PROTOCOL
 
-COMMANDS = ("set-modulation", "set-alpha", "set-policy", "pause", "resume", "status")
+COMMANDS = ("set-modulation", "set-alpha", "set-policy", "amc", "pause", "resume", "status")
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the raw reply as JSON")
     parser.add_argument("--timeout", type=float, default=REQUEST_TIMEOUT_S, help="seconds per try")
     parser.add_argument("command", choices=COMMANDS)
-    parser.add_argument("arg", nargs="?", help="modulation name, alpha, or policy")
+    parser.add_argument("arg", nargs="?", help="modulation name, alpha, policy, or on/off for amc")
     args = parser.parse_args(argv)
     arg: str | int | None = args.arg
     if args.command == "set-alpha" and args.arg is not None:
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             arg = int(args.arg)
         except ValueError:
             parser.error(f"set-alpha expects an integer, got {args.arg!r}")
-    if args.command in ("set-modulation", "set-alpha", "set-policy") and arg is None:
+    if args.command in ("set-modulation", "set-alpha", "set-policy", "amc") and arg is None:
         parser.error(f"{args.command} needs an argument")
     try:
         reply = request(args.tx, ControlRequest(args.command, arg), timeout_s=args.timeout)

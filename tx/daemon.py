@@ -25,6 +25,7 @@ from common.errors import BudgetError, ConfigError, EnvelopeError, SemalignError
 from common.log import get_logger
 from common.metrics import MetricsWriter
 from common.modulation import Modulation
+from common.phy import AmcPolicy, PhyConfig, modulate_payload
 from common.timesync import (
     BadSyncMessage,
     ClockProbe,
@@ -67,7 +68,8 @@ class Pending:
     """A batch built and not yet acknowledged."""
 
     envelope: messages.Envelope
-    payload: bytes
+    payload: bytes  # what goes on the socket: payload bytes (zmq) or baseband samples (sim)
+    payload_bytes: int
     test_labels: npt.NDArray[np.int64]
     plan: LinkPlan
     a: Stamp
@@ -92,6 +94,10 @@ class TxDaemon:
         self.link = config.link
         self.state = LinkState(Modulation.parse(config.modulation), config.alpha_policy, config.alpha)
         self.plan = make_plan(self.state, bundle.dims, self.link, self.value_type)
+        self.phy = PhyConfig() if config.transport == "sim" else None
+        self.amc: AmcPolicy | None = None
+        if config.link_policy == "amc":
+            self.amc = AmcPolicy(hysteresis_db=config.amc_hysteresis_db, initial=self.state.modulation)
         self.paused = False
         self.rx_ready = False
         self.fatal: str | None = None
@@ -260,15 +266,19 @@ class TxDaemon:
         a = Stamp.now()  # the paper's A: PCA starts now
         coeffs = self.bundle.codec.encode(images, plan.alpha)
         body = wire.build(coeffs[:t], coeffs[t:], pool.y[train_idx], self.value_type)
+        on_wire = body
+        if self.phy is not None:
+            on_wire = modulate_payload(body, plan.modulation, self.next_batch, self.phy).tobytes()
         encode_s = (monotonic_ns() - a.monotonic_ns) / NS_PER_S
         env = messages.Envelope(
             batch_id=self.next_batch, attempt=0, modulation=plan.modulation.value, b_max=plan.b_max,
             alpha=plan.alpha, bundle=self.bundle.hash, t_a_ns=a.realtime_ns, t=t, n=n,
+            value_type=int(self.value_type), transport=self.config.transport,
             sync=self.sync.current().to_dict(),
             offset=None if self.offset is None else self.offset.to_dict(),
         )
         self.next_batch += 1
-        return Pending(env, body, test.y[test_idx].astype(np.int64), plan, a, encode_s)
+        return Pending(env, on_wire, len(body), test.y[test_idx].astype(np.int64), plan, a, encode_s)
 
     def _build_and_send(self, now: int) -> None:
         try:
@@ -385,15 +395,22 @@ class TxDaemon:
             log.warning("bad_comm_record", batch=report.batch_id, detail=str(exc))
             comm = None
         predictions = np.frombuffer(report.predictions, dtype=np.uint8)
-        correct = int((predictions == pending.test_labels).sum())
+        # A test vector lost on the air has no prediction (0xFF); score the delivered ones.
+        delivered = predictions != wire.NO_LABEL
+        correct = int((predictions[delivered] == pending.test_labels[delivered]).sum())
+        n_delivered = int(delivered.sum())
         self.correct += correct
-        self.scored += len(predictions)
+        self.scored += n_delivered
         self.counters["acked"] += 1
         record = {
             **self._base_record(pending),
             "status": "ok",
             "n_train": report.n_train,
-            "accuracy": correct / len(predictions) if len(predictions) else None,
+            "n_test_delivered": n_delivered,
+            "vectors_lost": report.vectors_lost,
+            "frames_lost": report.frames_lost,
+            "snr_db": report.snr_db,
+            "accuracy": correct / n_delivered if n_delivered else None,
             "latency_comm_s": report.latency_comm_s,
             **(comm_metrics(comm) if comm is not None else {}),
             "latency_finetune_s": report.latency_finetune_s,
@@ -406,6 +423,24 @@ class TxDaemon:
         }
         self.metrics.write(record)
         log.info("batch", **{k: v for k, v in record.items() if k not in ("t_a_ns", "t_b_ns")})
+        if self.amc is not None and report.snr_db is not None:
+            self._adapt_link(report.snr_db, report.batch_id)
+
+    def _adapt_link(self, snr_db: float, batch_id: int) -> None:
+        """AMC: pick the modulation for the next batch from RX's SNR estimate."""
+        assert self.amc is not None
+        chosen = self.amc.update(snr_db)
+        if chosen is self.state.modulation:
+            return
+        state = replace(self.state, modulation=chosen)
+        try:
+            plan = make_plan(state, self.bundle.dims, self.link, self.value_type)
+        except (BudgetError, ConfigError) as exc:
+            log.error("amc_switch_refused", modulation=chosen.value, detail=str(exc))
+            return
+        log.info("amc_switch", snr_db=snr_db, after_batch=batch_id, was=self.state.modulation.value,
+                 from_batch=self.next_batch, **plan.as_dict())
+        self.state, self.plan = state, plan
 
     def _base_record(self, pending: Pending) -> dict[str, Any]:
         plan = pending.plan
@@ -416,8 +451,10 @@ class TxDaemon:
             "b_max": plan.b_max,
             "n_max": plan.n_max,
             "n_test": plan.t,
-            "n_train": (len(pending.payload) - wire.FILE_HEADER_SIZE) // wire.vector_size(plan.alpha, plan.value_type) - plan.t,
-            "payload_bytes": len(pending.payload),
+            "n_train": pending.envelope.n,
+            "payload_bytes": pending.payload_bytes,
+            "transport": pending.envelope.transport,
+            "wire_bytes": len(pending.payload),
             "accuracy": None,
             "attempts": pending.sends,
             "encode_s": pending.encode_s,
@@ -431,6 +468,8 @@ class TxDaemon:
             "rx_ready": self.rx_ready,
             "paused": self.paused,
             "policy": self.state.policy,
+            "link_policy": "amc" if self.amc is not None else "manual",
+            "transport": self.config.transport,
             "next_batch": self.next_batch,
             "built": self.next_batch,
             "acked": self.counters["acked"],
@@ -458,6 +497,9 @@ class TxDaemon:
         if req.cmd in ("set-modulation", "set-alpha", "set-policy"):
             if req.cmd == "set-modulation":
                 state = replace(self.state, modulation=Modulation.parse(str(req.arg)))
+                if self.amc is not None:
+                    log.info("amc_off", reason="set-modulation switches to manual")
+                self.amc = None
             elif req.cmd == "set-alpha":
                 if not isinstance(req.arg, int):
                     raise ConfigError(f"set-alpha expects an integer, got {req.arg!r}")
@@ -470,7 +512,14 @@ class TxDaemon:
             log.info("link_changed", cmd=req.cmd, from_batch=self.next_batch, **plan.as_dict())
             return encode_reply(True, message=f"{req.cmd} applied from batch {self.next_batch}",
                                 effective_from_batch=self.next_batch, plan=plan.as_dict())
-        if req.cmd == "pause":
+        if req.cmd == "amc":
+            if req.arg not in ("on", "off"):
+                raise ConfigError(f"amc expects on or off, got {req.arg!r}")
+            if req.arg == "on" and self.phy is None:
+                raise ConfigError("amc needs SNR reports, which only the sim transport gives")
+            self.amc = (AmcPolicy(hysteresis_db=self.config.amc_hysteresis_db, initial=self.state.modulation)
+                        if req.arg == "on" else None)
+        elif req.cmd == "pause":
             self.paused = True
         elif req.cmd == "resume":
             self.paused = False

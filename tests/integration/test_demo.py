@@ -54,3 +54,31 @@ def test_daemons_on_mnist(mnist_dir: Path, tmp_path: Path) -> None:
     assert [(r["alpha"], r["b_max"], r["n_test"]) for r in records] == [(45, 375000, 100)] * 2
     assert all(r["n_train"] == (375000 - 8 - 100 * 184) // 184 for r in records)
     assert all(r["accuracy"] > 0.85 for r in records)
+
+
+def test_sim_transport_fade_forces_modulation_down(digits_bundle_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "sim.jsonl"
+    proc = subprocess.run(
+        [sys.executable, "-m", "common.cli", "demo", "--transport", "sim", "--batches", "6",
+         "--snr-profile", "37 dB, drop 7 dB at batch 3", "--bundle", str(digits_bundle_dir),
+         "--metrics-out", str(out), "--workdir", str(tmp_path / "work")],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    records = metrics(out)
+    assert [r["batch"] for r in records] == list(range(6))
+    before, faded, after = records[:3], records[3], records[4:]
+    assert all((r["modulation"], r["alpha"], r["frames_lost"], r["vectors_lost"]) == ("256qam", 40, 0, 0)
+               for r in before)
+    assert all(r["snr_db"] > 34 for r in before)
+    # The first batch sent into the fade still goes at 256QAM: frames fail their CRC and are
+    # dropped, the loss is reported, and whatever arrived whole is still used.
+    assert faded["modulation"] == "256qam" and faded["frames_lost"] > 0 and faded["vectors_lost"] > 0
+    assert faded["snr_db"] < 32
+    assert faded["n_test_delivered"] + faded["n_train"] == 50 + faded["n_max"] - faded["vectors_lost"]
+    assert faded["n_test_delivered"] + faded["n_train"] > 0
+    # AMC reads RX's SNR report and steps down; alpha and N_max follow.
+    assert all((r["modulation"], r["alpha"], r["b_max"], r["n_max"]) == ("64qam", 30, 30000, 191) for r in after)
+    assert all(r["frames_lost"] == 0 and r["accuracy"] > 0.8 for r in after)
+    channel_log = (tmp_path / "work" / "channel.log").read_text()
+    assert channel_log.count('"channel_batch"') >= 6
