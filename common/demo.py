@@ -99,7 +99,15 @@ def main(argv: list[str] | None = None) -> int:
 
     bundle_dir = args.bundle or default_bundle_dir(args.dataset)
     print(f"bundle: {bundle_dir} (built on first use)", flush=True)
-    bundle = ensure_bundle(args.dataset, out=bundle_dir, data_dir=args.data_dir)
+    tty = sys.stderr.isatty()
+
+    def on_epoch(epoch: int, loss: float) -> None:
+        if tty:
+            print(f"\rpre-training epoch {epoch + 1}, loss {loss:.4f}", end="", file=sys.stderr, flush=True)
+
+    bundle = ensure_bundle(args.dataset, out=bundle_dir, data_dir=args.data_dir, on_epoch=on_epoch)
+    if tty:
+        print(file=sys.stderr)
     print(f"bundle ready: dims={bundle.dims} held-out accuracy={bundle.meta.heldout_accuracy:.4f} "
           f"hash={bundle.hash[:12]}", flush=True)
 
