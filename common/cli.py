@@ -79,7 +79,8 @@ def _tx(argv: list[str]) -> int:
     p.add_argument("--max-attempts", type=int)
     p.add_argument("--hello-timeout", type=float, dest="hello_timeout_s")
     p.add_argument("--value-type", choices=("float32", "float16"))
-    p.add_argument("--transport", choices=("zmq", "sim"))
+    p.add_argument("--transport", choices=("zmq", "sim", "pluto"))
+    p.add_argument("--pluto-uri", help="libiio URI of the local Pluto (transport pluto)")
     p.add_argument("--link-policy", choices=("manual", "amc"))
     p.add_argument("--gpsd", help="gpsd HOST[:PORT] for clock sync state, or off")
     p.add_argument("--seed", type=int)
@@ -90,6 +91,9 @@ def _tx(argv: list[str]) -> int:
     from common.zmqutil import StopFlag
     from tx.daemon import TxDaemon
 
+    uri = args.pop("pluto_uri")
+    if uri:
+        args["pluto"] = {"uri": uri}
     config = load_config(TxConfig, args.pop("config"), args)
     logmod.configure(config.log_level)
     stop = StopFlag().install()
@@ -108,6 +112,7 @@ def _rx(argv: list[str]) -> int:
     p.add_argument("--adapt", choices=("lora", "e2e", "none"), help="adaptation mode")
     p.add_argument("--threads", type=int, help="torch threads")
     p.add_argument("--max-message-bytes", type=int)
+    p.add_argument("--pluto-uri", help="libiio URI of the local Pluto, to receive batches over the air")
     p.add_argument("--gpsd", help="gpsd HOST[:PORT] for clock sync state, or off")
     args = vars(p.parse_args(argv))
     from common import log as logmod
@@ -115,6 +120,9 @@ def _rx(argv: list[str]) -> int:
     from common.zmqutil import StopFlag
     from rx.daemon import RxDaemon
 
+    uri = args.pop("pluto_uri")
+    if uri:
+        args["pluto"] = {"uri": uri}
     adapt = args.pop("adapt")
     if adapt:
         args["adapt"] = {"mode": adapt}

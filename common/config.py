@@ -18,11 +18,12 @@ from common.adapt import AdaptConfig, AdaptMode
 from common.errors import ConfigError
 from common.modulation import Modulation
 from common.payload import ValueType
+from common.phy.pluto import PlutoConfig
 
 C = TypeVar("C")
 
 
-TRANSPORTS = ("zmq", "sim")
+TRANSPORTS = ("zmq", "sim", "pluto")
 
 
 @dataclass(frozen=True)
@@ -69,8 +70,10 @@ class TxConfig:
     seed: int = 0
     metrics_out: str | None = None
     log_level: str = "info"
-    #: zmq: payload bytes on the socket; sim: baseband samples through a channel process.
+    #: zmq: payload bytes on the socket; sim: baseband samples through a channel process;
+    #: pluto: baseband samples over the air from an ADALM-Pluto (needs the ``pluto`` section).
     transport: str = "zmq"
+    pluto: PlutoConfig | None = None
     #: manual: modulation set by config/ctl; amc: chosen from RX's SNR reports (sim, pluto).
     link_policy: str = "manual"
     amc_hysteresis_db: float = 2.0
@@ -88,7 +91,9 @@ class TxConfig:
         _choice("transport", self.transport, TRANSPORTS)
         _choice("link_policy", self.link_policy, ("manual", "amc"))
         if self.link_policy == "amc" and self.transport == "zmq":
-            raise ConfigError("link_policy 'amc' needs SNR reports: expected transport sim, got zmq")
+            raise ConfigError("link_policy 'amc' needs SNR reports: expected transport sim or pluto, got zmq")
+        if self.transport == "pluto" and self.pluto is None:
+            raise ConfigError("transport 'pluto' needs a pluto section (at least uri), got none")
         if not 0 <= self.amc_hysteresis_db <= 20:
             raise ConfigError(f"amc_hysteresis_db: expected a number in [0, 20], got {self.amc_hysteresis_db}")
         _choice("dataset", self.dataset, tuple(LINK_DEFAULTS))
@@ -129,6 +134,8 @@ class RxConfig:
     threads: int = 1
     #: Largest message RX accepts; larger ones are refused before they are parsed.
     max_message_bytes: int = 64 * 1024 * 1024
+    #: The local ADALM-Pluto, for batches TX sends over the air (transport pluto).
+    pluto: PlutoConfig | None = None
     metrics_out: str | None = None
     log_level: str = "info"
     gpsd: str = "127.0.0.1:2947"
@@ -159,14 +166,12 @@ def _coerce(where: str, value: Any, hint: Any) -> Any:
         if value is None:
             return None
         return _coerce(where, value, args[0])
-    if hint is AdaptConfig:
-        if isinstance(value, AdaptConfig):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        if isinstance(value, hint):
             return value
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
-        if "mode" in value:
-            value = {**value, "mode": AdaptMode.parse(value["mode"])}
-        return _build(AdaptConfig, value, where)
+        return _build(hint, value, where)
     if hint is AdaptMode:
         return AdaptMode.parse(value)
     if hint is bool:

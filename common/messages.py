@@ -24,6 +24,8 @@ KIND_REPORT = "report"
 KIND_ERROR = "error"
 KIND_CLOCK_PROBE = "clock_probe"
 KIND_CLOCK_REPLY = "clock_reply"
+#: RX to TX: "my radio is capturing now, transmit batch ``batch_id``" (transport pluto).
+KIND_AIR_READY = "air_ready"
 
 
 def _pack(obj: Mapping[str, Any]) -> bytes:
@@ -103,6 +105,8 @@ class Envelope:
     t: int = 0
     n: int = 0
     value_type: int = 1
+    #: Length of the baseband burst, when it travels over the air (transport pluto).
+    samples: int = 0
     transport: str = "zmq"
     sync: dict[str, Any] | None = None  # TX's SyncState
     offset: dict[str, Any] | None = None  # TX's latest estimate of RX clock minus TX clock
@@ -123,6 +127,7 @@ class Envelope:
             t=_count(obj, "t", 0, 0xFFFF),
             n=_count(obj, "n", 0, 0xFFFF),
             value_type=_count(obj, "value_type", 0, 15),
+            samples=_count(obj, "samples", 0, 1 << 30),
             transport=_get(obj, "transport", str),
             sync=_get(obj, "sync", dict, optional=True),
             offset=_get(obj, "offset", dict, optional=True),
@@ -220,11 +225,19 @@ def clock_body(obj: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in obj.items() if k not in ("v", "kind")}
 
 
+def encode_air_ready(batch_id: int, attempt: int) -> bytes:
+    return _pack({"v": PROTOCOL, "kind": KIND_AIR_READY, "batch_id": batch_id, "attempt": attempt})
+
+
 def decode_reply(frame: bytes | memoryview) -> Hello | Report | ErrorReply | dict[str, Any]:
-    """Decode a frame RX sent back to TX; a clock reply comes back as its raw map."""
+    """Decode a frame RX sent back to TX; clock replies and air-ready notices come back as maps."""
     obj = unpack(frame)
     kind = obj.get("kind")
     if kind == KIND_CLOCK_REPLY:
+        return obj
+    if kind == KIND_AIR_READY:
+        _count(obj, "batch_id")
+        _count(obj, "attempt", 0, 1000)
         return obj
     if kind == KIND_REPORT:
         return Report.decode(obj)

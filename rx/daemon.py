@@ -25,11 +25,12 @@ from common.errors import (
     OversizeMessage,
     PayloadError,
     ProtocolError,
+    RadioError,
     SizeMismatch,
 )
 from common.log import get_logger
 from common.metrics import MetricsWriter
-from common.phy import PhyConfig, PhyResult, demodulate_payload
+from common.phy import PhyConfig, PhyResult, PlutoRadio, demodulate_payload
 from common.timesync import (
     ClockProbe,
     ClockReply,
@@ -50,6 +51,11 @@ log = get_logger("semalign.rx")
 POLL_MS = 100
 #: Reports kept for answering resent batches without recomputing them.
 REPORT_CACHE = 64
+#: Extra capture beyond the announced burst (transport pluto): covers the air_ready round
+#: trip and TX's buffer set-up, so the burst lies inside the capture.
+CAPTURE_MARGIN_S = 0.25
+#: Longest burst RX agrees to capture (samples); checked before the capture buffer exists.
+MAX_BURST_SAMPLES = 1 << 25
 
 
 class RxDaemon:
@@ -67,6 +73,8 @@ class RxDaemon:
         self.endpoint = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self.metrics = MetricsWriter(config.metrics_out)
         self.phy = PhyConfig()
+        self.radio = PlutoRadio(config.pluto).open() if config.pluto is not None else None
+        self._peer: bytes | None = None
         # The demodulator's matched filter and the small reconstruct matmuls gain nothing from
         # BLAS threads on this workload and suffer from contention with torch's.
         threadpool_limits(1)
@@ -74,6 +82,8 @@ class RxDaemon:
                                 interval_s=config.sync_interval_s, logger=log)
 
     def close(self) -> None:
+        if self.radio is not None:
+            self.radio.close()
         self.sock.close(0)
         self.metrics.close()
 
@@ -90,6 +100,7 @@ class RxDaemon:
             frames = self.sock.recv_multipart(copy=False)
             received_ns = realtime_ns()  # t2 of a clock probe
             identity, body = frames[0].bytes, [f.buffer for f in frames[1:]]
+            self._peer = identity
             reply = self.handle(body, received_ns=received_ns)
             try:
                 self.sock.send_multipart([identity, reply], flags=zmq.NOBLOCK)
@@ -106,9 +117,9 @@ class RxDaemon:
             self.counters[exc.code] += 1
             log.warning("message_rejected", error=exc.code, detail=str(exc), batch=exc.batch_id)
             return messages.ErrorReply(exc.code, str(exc), exc.batch_id).encode()
-        except BundleMismatch as exc:
+        except (BundleMismatch, RadioError) as exc:
             self.counters[exc.code] += 1
-            log.error("bundle_mismatch", detail=str(exc))
+            log.error(exc.code, detail=str(exc), batch=exc.batch_id)
             return messages.ErrorReply(exc.code, str(exc), exc.batch_id).encode()
 
     def _handle(self, frames: list[memoryview], received_ns: int) -> bytes:
@@ -137,7 +148,7 @@ class RxDaemon:
         env = messages.Envelope.decode(meta)
         try:
             return self._batch(env, frames)
-        except (PayloadError, BundleMismatch) as exc:
+        except (PayloadError, BundleMismatch, RadioError) as exc:
             exc.batch_id = env.batch_id
             raise
 
@@ -170,13 +181,14 @@ class RxDaemon:
                 raise PayloadError(f"payload header {parsed.header} disagrees with the envelope's {sent}")
             test_index = np.arange(env.t)
             vectors_lost = 0
-        elif env.transport == "sim":
-            phy, partial = self._demodulate(env, sent, frames[1])
+        elif env.transport in ("sim", "pluto"):
+            samples = self._capture(env) if env.transport == "pluto" else self._samples(frames[1])
+            phy, partial = self._demodulate(env, sent, samples)
             parsed, test_index, vectors_lost = partial.payload, partial.test_index, partial.vectors_lost
             # With no frame header decoded the receiver counts the frames the sender must have sent.
             frames_lost = phy.frames_lost if phy.frames_total else -(-sent.size // self.phy.max_frame_payload)
         else:
-            raise EnvelopeError(f"unknown transport {env.transport!r}: expected zmq or sim")
+            raise EnvelopeError(f"unknown transport {env.transport!r}: expected zmq, sim or pluto")
         outcome = self.receiver.process_parsed(parsed, seed=env.batch_id)
         predictions = np.full(env.t, wire.NO_LABEL, dtype=np.uint8)
         predictions[test_index] = outcome.predictions
@@ -243,12 +255,27 @@ class RxDaemon:
                  **{k: v for k, v in record.items() if k not in ("t_a_ns", "t_b_ns", "rx_done_ns")})
         return encoded
 
-    def _demodulate(self, env: messages.Envelope, sent: wire.Header,
-                    frame: memoryview) -> tuple[PhyResult, wire.PartialPayload]:
-        """Baseband samples -> the vectors that arrived whole; CRC-failed frames never reach the model."""
+    @staticmethod
+    def _samples(frame: memoryview) -> np.ndarray:
         if len(frame) % 8:
             raise SizeMismatch(f"sample frame of {len(frame)} bytes is not a whole number of complex64")
-        samples = np.frombuffer(frame, dtype=np.complex64)
+        return np.frombuffer(frame, dtype=np.complex64)
+
+    def _capture(self, env: messages.Envelope) -> np.ndarray:
+        """Tell TX the radio listens, then capture the burst plus a margin."""
+        if self.radio is None:
+            raise EnvelopeError(f"batch {env.batch_id} comes over the air but this receiver has no "
+                                "radio (add a pluto section to its config)")
+        if not 0 < env.samples <= MAX_BURST_SAMPLES:
+            raise SizeMismatch(f"announced burst of {env.samples} samples, expected 1..{MAX_BURST_SAMPLES}")
+        if self._peer is not None:
+            self.sock.send_multipart([self._peer, messages.encode_air_ready(env.batch_id, env.attempt)])
+        margin = int(CAPTURE_MARGIN_S * self.radio.config.sample_rate_hz)
+        return self.radio.receive(env.samples + margin)
+
+    def _demodulate(self, env: messages.Envelope, sent: wire.Header,
+                    samples: np.ndarray) -> tuple[PhyResult, wire.PartialPayload]:
+        """Baseband samples -> the vectors that arrived whole; CRC-failed frames never reach the model."""
         phy = demodulate_payload(samples, self.phy, expected_batch_id=env.batch_id)
         if phy.frames_total == 0:  # nothing decodable: every vector is lost
             buf, valid = bytes(sent.size), np.zeros(sent.size, dtype=bool)

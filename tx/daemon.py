@@ -21,11 +21,11 @@ from common.bundle import Bundle
 from common.clock import NS_PER_S, Stamp, monotonic_ns, realtime_ns
 from common.config import TxConfig
 from common.datasets import Dataset
-from common.errors import BudgetError, ConfigError, EnvelopeError, SemalignError
+from common.errors import BudgetError, ConfigError, EnvelopeError, RadioError, SemalignError
 from common.log import get_logger
 from common.metrics import MetricsWriter
 from common.modulation import Modulation
-from common.phy import AmcPolicy, PhyConfig, modulate_payload
+from common.phy import AmcPolicy, PhyConfig, PlutoRadio, modulate_payload
 from common.timesync import (
     BadSyncMessage,
     ClockProbe,
@@ -68,7 +68,7 @@ class Pending:
     """A batch built and not yet acknowledged."""
 
     envelope: messages.Envelope
-    payload: bytes  # what goes on the socket: payload bytes (zmq) or baseband samples (sim)
+    payload: bytes  # what goes on the socket: payload bytes (zmq), baseband samples (sim), b"" (pluto)
     payload_bytes: int
     test_labels: npt.NDArray[np.int64]
     plan: LinkPlan
@@ -77,6 +77,8 @@ class Pending:
     sends: int = 0
     sent_mono_ns: int = 0
     due_mono_ns: int = 0
+    #: The baseband burst, kept here until RX says its radio listens (transport pluto).
+    burst: npt.NDArray[np.complex64] | None = None
 
 
 class TxDaemon:
@@ -94,7 +96,11 @@ class TxDaemon:
         self.link = config.link
         self.state = LinkState(Modulation.parse(config.modulation), config.alpha_policy, config.alpha)
         self.plan = make_plan(self.state, bundle.dims, self.link, self.value_type)
-        self.phy = PhyConfig() if config.transport == "sim" else None
+        self.phy = PhyConfig() if config.transport in ("sim", "pluto") else None
+        self.radio: PlutoRadio | None = None
+        if config.transport == "pluto":
+            assert config.pluto is not None  # TxConfig validates this
+            self.radio = PlutoRadio(config.pluto).open()
         self.amc: AmcPolicy | None = None
         if config.link_policy == "amc":
             self.amc = AmcPolicy(hysteresis_db=config.amc_hysteresis_db, initial=self.state.modulation)
@@ -143,6 +149,8 @@ class TxDaemon:
         self.counters["reconnects"] += 1
 
     def close(self) -> None:
+        if self.radio is not None:
+            self.radio.close()
         self.data.close(0)
         self.control.close(0)
         self.metrics.close()
@@ -266,19 +274,23 @@ class TxDaemon:
         a = Stamp.now()  # the paper's A: PCA starts now
         coeffs = self.bundle.codec.encode(images, plan.alpha)
         body = wire.build(coeffs[:t], coeffs[t:], pool.y[train_idx], self.value_type)
-        on_wire = body
+        on_wire, burst = body, None
         if self.phy is not None:
-            on_wire = modulate_payload(body, plan.modulation, self.next_batch, self.phy).tobytes()
+            burst = modulate_payload(body, plan.modulation, self.next_batch, self.phy)
+            # Over the air only the envelope rides ZeroMQ; the burst waits for RX's air_ready.
+            on_wire = b"" if self.radio is not None else burst.tobytes()
         encode_s = (monotonic_ns() - a.monotonic_ns) / NS_PER_S
         env = messages.Envelope(
             batch_id=self.next_batch, attempt=0, modulation=plan.modulation.value, b_max=plan.b_max,
             alpha=plan.alpha, bundle=self.bundle.hash, t_a_ns=a.realtime_ns, t=t, n=n,
             value_type=int(self.value_type), transport=self.config.transport,
+            samples=0 if burst is None else burst.size,
             sync=self.sync.current().to_dict(),
             offset=None if self.offset is None else self.offset.to_dict(),
         )
         self.next_batch += 1
-        return Pending(env, on_wire, len(body), test.y[test_idx].astype(np.int64), plan, a, encode_s)
+        return Pending(env, on_wire, len(body), test.y[test_idx].astype(np.int64), plan, a, encode_s,
+                       burst=burst if self.radio is not None else None)
 
     def _build_and_send(self, now: int) -> None:
         try:
@@ -350,7 +362,9 @@ class TxDaemon:
                 self.counters["bad_reply"] += 1
                 log.warning("bad_reply", detail=str(exc))
                 continue
-            if isinstance(reply, dict):
+            if isinstance(reply, dict) and reply.get("kind") == messages.KIND_AIR_READY:
+                self._on_air_ready(reply)
+            elif isinstance(reply, dict):
                 self._on_clock_reply(reply, received_ns)
             elif isinstance(reply, messages.Hello):
                 self._on_hello(reply)
@@ -358,6 +372,21 @@ class TxDaemon:
                 self._on_error(reply)
             else:
                 self._on_report(reply)
+
+    def _on_air_ready(self, notice: dict[str, Any]) -> None:
+        """RX's radio is capturing: put the batch's burst on the air."""
+        pending = self.inflight.get(notice["batch_id"])
+        if pending is None or pending.burst is None or self.radio is None:
+            self.counters["stale_air_ready"] += 1
+            return
+        try:
+            buffers = self.radio.transmit(pending.burst)
+        except RadioError as exc:
+            # The batch is not lost: RX reports what it heard, or the resend timer fires.
+            self.counters["radio_errors"] += 1
+            log.error("radio_transmit_failed", batch=pending.envelope.batch_id, detail=str(exc))
+            return
+        log.debug("burst_sent", batch=pending.envelope.batch_id, samples=pending.burst.size, buffers=buffers)
 
     def _on_hello(self, hello: messages.Hello) -> None:
         if hello.bundle != self.bundle.hash:
@@ -376,7 +405,10 @@ class TxDaemon:
             self.fatal = f"RX refused the batch: {err.message}"
             return
         pending = self.inflight.get(err.batch_id) if err.batch_id is not None else None
-        if pending is not None:
+        if pending is not None and err.code == "radio":
+            # RX's radio failed, not the batch: the resend timer tries again.
+            log.warning("rx_radio_error", batch=err.batch_id, detail=err.message)
+        elif pending is not None:
             # RX rejected what we built: resending the same bytes cannot help.
             self._lost(pending, f"rejected by RX: {err.code}: {err.message}")
         else:
@@ -516,7 +548,7 @@ class TxDaemon:
             if req.arg not in ("on", "off"):
                 raise ConfigError(f"amc expects on or off, got {req.arg!r}")
             if req.arg == "on" and self.phy is None:
-                raise ConfigError("amc needs SNR reports, which only the sim transport gives")
+                raise ConfigError("amc needs SNR reports, which only the sim and pluto transports give")
             self.amc = (AmcPolicy(hysteresis_db=self.config.amc_hysteresis_db, initial=self.state.modulation)
                         if req.arg == "on" else None)
         elif req.cmd == "pause":

@@ -48,6 +48,10 @@ def cases(bundle: Bundle) -> list[tuple[str, list[bytes], str]]:
     bad_sync = {**messages.unpack(env), "sync": {"source": "gps+pps"}}
     return [
         ("envelope disagrees with header", [wrong_counts.encode(), body], "payload"),
+        ("over the air without a radio",
+         [dataclasses.replace(wrong_counts, n=N, transport="pluto", samples=1000).encode(), b""], "envelope"),
+        ("sim burst of odd size", [dataclasses.replace(wrong_counts, n=N, transport="sim").encode(), b"abc"],
+         "size_mismatch"),
         ("malformed sync state", [msgpack.packb(bad_sync), body], "bad_sync"),
         ("malformed clock probe", [msgpack.packb({"v": 1, "kind": "clock_probe", "seq": -1})], "bad_sync"),
         ("random bytes", [b"\x93\xff\x00garbage"], "envelope"),
