@@ -10,9 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,6 +27,7 @@ from common import payload as wire
 from common.clock import NS_PER_S, monotonic_ns
 from common.config import LINK_DEFAULTS
 from common.datasets import DATASET_NAMES
+from common.demo import spawn_cli, stop_process
 from common.errors import ConfigError, TransportError
 from common.metrics import read_metrics
 from common.modulation import Modulation, byte_budget
@@ -260,24 +259,6 @@ def _status_kb(pid: int, field: str) -> int | None:
     return None
 
 
-def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    with log.open("wb") as f:
-        return subprocess.Popen([sys.executable, "-m", "common.cli", *args], stdout=f,
-                                stderr=subprocess.STDOUT, env=env)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> int:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(STOP_GRACE_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    return proc.returncode
-
-
 def bench_daemons(
     dataset_name: str, data_dir: Path | None, bundle_dir: Path, modulation: str, batches: int,
     threads: int, workdir: Path,
@@ -293,9 +274,9 @@ def bench_daemons(
     common = ["--dataset", dataset_name, "--bundle", str(bundle_dir), "--log-level", "warning"]
     if data_dir is not None:
         common += ["--data-dir", str(data_dir)]
-    rx = _spawn(["rx", *common, "--bind", data_ep, "--threads", str(threads),
+    rx = spawn_cli(["rx", *common, "--bind", data_ep, "--threads", str(threads),
                  "--metrics-out", str(rx_metrics)], workdir / "rx.log")
-    tx = _spawn(["tx", *common, "--endpoint", data_ep, "--control", ctl_ep, "--modulation", modulation,
+    tx = spawn_cli(["tx", *common, "--endpoint", data_ep, "--control", ctl_ep, "--modulation", modulation,
                  "--batches", "0", "--interval", "0", "--max-inflight", "2",
                  "--metrics-out", str(tx_metrics)], workdir / "tx.log")
     deadline = time.monotonic() + DAEMON_TIMEOUT_S
@@ -313,8 +294,8 @@ def bench_daemons(
         peak = {name: _status_kb(proc.pid, "VmHWM") for proc, name in ((rx, "rx"), (tx, "tx"))}
         rss = {name: _status_kb(proc.pid, "VmRSS") for proc, name in ((rx, "rx"), (tx, "tx"))}
     finally:
-        _stop(tx)
-        _stop(rx)
+        stop_process(tx, STOP_GRACE_S)
+        stop_process(rx, STOP_GRACE_S)
     done = sorted(r["rx_done_ns"] for r in records[:batches])
     # The first batch waits for TX's start-up; the rate is taken over the batches after it.
     span_s = (done[-1] - done[0]) / NS_PER_S

@@ -61,7 +61,19 @@ def _daemon_parser(prog: str, description: str) -> argparse.ArgumentParser:
     p.add_argument("--bundle", help="bundle directory (default: the cache dir of --dataset)")
     p.add_argument("--metrics-out", help="append one JSON object per batch to this file")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    p.add_argument("--gpsd", help="gpsd HOST[:PORT] for clock sync state, or off")
+    p.add_argument("--pluto-uri", help="libiio URI of the local Pluto (batches over the air)")
     return p
+
+
+def _overrides(args: argparse.Namespace) -> tuple[Path | None, dict[str, Any]]:
+    """The config file and the flags that override it, shaped like the YAML keys."""
+    values = vars(args)
+    path = values.pop("config")
+    uri = values.pop("pluto_uri")
+    if uri:
+        values["pluto"] = {"uri": uri}
+    return path, values
 
 
 def _tx(argv: list[str]) -> int:
@@ -80,21 +92,16 @@ def _tx(argv: list[str]) -> int:
     p.add_argument("--hello-timeout", type=float, dest="hello_timeout_s")
     p.add_argument("--value-type", choices=("float32", "float16"))
     p.add_argument("--transport", choices=("zmq", "sim", "pluto"))
-    p.add_argument("--pluto-uri", help="libiio URI of the local Pluto (transport pluto)")
     p.add_argument("--link-policy", choices=("manual", "amc"))
-    p.add_argument("--gpsd", help="gpsd HOST[:PORT] for clock sync state, or off")
     p.add_argument("--seed", type=int)
-    args = vars(p.parse_args(argv))
+    path, args = _overrides(p.parse_args(argv))
     from common import log as logmod
     from common.config import TxConfig, load_config
     from common.datasets import load_dataset
     from common.zmqutil import StopFlag
     from tx.daemon import TxDaemon
 
-    uri = args.pop("pluto_uri")
-    if uri:
-        args["pluto"] = {"uri": uri}
-    config = load_config(TxConfig, args.pop("config"), args)
+    config = load_config(TxConfig, path, args)
     logmod.configure(config.log_level)
     stop = StopFlag().install()
     bundle = _resolve_bundle(config.bundle, config.dataset)
@@ -112,21 +119,16 @@ def _rx(argv: list[str]) -> int:
     p.add_argument("--adapt", choices=("lora", "e2e", "none"), help="adaptation mode")
     p.add_argument("--threads", type=int, help="torch threads")
     p.add_argument("--max-message-bytes", type=int)
-    p.add_argument("--pluto-uri", help="libiio URI of the local Pluto, to receive batches over the air")
-    p.add_argument("--gpsd", help="gpsd HOST[:PORT] for clock sync state, or off")
-    args = vars(p.parse_args(argv))
+    path, args = _overrides(p.parse_args(argv))
     from common import log as logmod
     from common.config import RxConfig, load_config
     from common.zmqutil import StopFlag
     from rx.daemon import RxDaemon
 
-    uri = args.pop("pluto_uri")
-    if uri:
-        args["pluto"] = {"uri": uri}
     adapt = args.pop("adapt")
     if adapt:
         args["adapt"] = {"mode": adapt}
-    config = load_config(RxConfig, args.pop("config"), args)
+    config = load_config(RxConfig, path, args)
     logmod.configure(config.log_level)
     stop = StopFlag().install()
     bundle = _resolve_bundle(config.bundle, config.dataset)
@@ -162,17 +164,21 @@ def _clock(argv: list[str]) -> int:
     return clock_main(argv)
 
 
+BENCH_SUITES = ("paper", "system", "modem")
+
+
 def _bench(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="semalign bench", description="Benchmarks.")
-    p.add_argument("suite", choices=("paper", "system", "modem"))
-    args, rest = p.parse_known_args(argv)
-    if args.suite == "modem":
+    if not argv or argv[0] not in BENCH_SUITES:
+        print(f"usage: semalign bench {{{','.join(BENCH_SUITES)}}} [--help] [ARGS]", file=sys.stderr)
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    suite, rest = argv[0], argv[1:]
+    if suite == "modem":
         from common.phy.bench import bench_modem_main
 
         return bench_modem_main(rest)
     from common import bench
 
-    main: Callable[[list[str]], int] = bench.paper_main if args.suite == "paper" else bench.system_main
+    main: Callable[[list[str]], int] = bench.paper_main if suite == "paper" else bench.system_main
     return main(rest)
 
 

@@ -58,18 +58,20 @@ def format_header(sim: bool = False) -> str:
     return " ".join(fmt.format(h) for (_, fmt), h in zip(columns, headings, strict=True))
 
 
-def _spawn(args: Sequence[str], log_path: Path) -> subprocess.Popen[bytes]:
-    log_file = log_path.open("wb")
+def spawn_cli(args: Sequence[str], log_path: Path) -> subprocess.Popen[bytes]:
+    """Start ``semalign ARGS...`` as a child process, its output going to ``log_path``."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "common.cli", *args],
-                            stdout=log_file, stderr=subprocess.STDOUT, env=env)
+    with log_path.open("wb") as log_file:
+        return subprocess.Popen([sys.executable, "-m", "common.cli", *args],
+                                stdout=log_file, stderr=subprocess.STDOUT, env=env)
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> int:
+def stop_process(proc: subprocess.Popen[bytes], grace_s: float = STOP_GRACE_S) -> int:
+    """SIGTERM, then SIGKILL after ``grace_s``; returns the exit code."""
     if proc.poll() is None:
         proc.terminate()
         try:
-            proc.wait(STOP_GRACE_S)
+            proc.wait(grace_s)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
@@ -122,17 +124,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.data_dir:
         common += ["--data-dir", str(args.data_dir)]
     sim = args.transport == "sim"
-    rx = _spawn(["rx", *common, "--bind", data_ep, "--adapt", args.adapt,
+    rx = spawn_cli(["rx", *common, "--bind", data_ep, "--adapt", args.adapt,
                  "--metrics-out", str(workdir / "rx-metrics.jsonl")], workdir / "rx.log")
     procs = [rx]
     tx_ep, tx_extra = data_ep, []
     if sim:
         tx_ep = f"tcp://127.0.0.1:{free_tcp_port()}"
-        procs.append(_spawn(["channel", "--listen", tx_ep, "--forward", data_ep, "--snr-profile", args.snr_profile,
+        procs.append(spawn_cli(["channel", "--listen", tx_ep, "--forward", data_ep, "--snr-profile", args.snr_profile,
                              "--fading", args.fading], workdir / "channel.log"))
         tx_extra = ["--transport", "sim", "--link-policy", "amc"]
         print(f"channel: {args.snr_profile!r}, fading {args.fading}; TX picks the modulation by AMC", flush=True)
-    tx = _spawn(["tx", *common, *tx_extra, "--endpoint", tx_ep, "--control", ctl_ep, "--modulation", "256qam",
+    tx = spawn_cli(["tx", *common, *tx_extra, "--endpoint", tx_ep, "--control", ctl_ep, "--modulation", "256qam",
                  "--batches", str(args.batches), "--max-inflight", "1", "--hello-timeout", "120",
                  # A short gap between batches leaves room for the live modulation switch.
                  "--interval", str(args.interval),
@@ -170,9 +172,9 @@ def main(argv: list[str] | None = None) -> int:
                 break
             time.sleep(0.1)
     finally:
-        tx_code = _stop(tx)
+        tx_code = stop_process(tx)
         for proc in procs:
-            _stop(proc)
+            stop_process(proc)
     records = read_metrics(tx_metrics)
     for record in records[shown:]:
         print(format_row(record, sim), flush=True)

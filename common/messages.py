@@ -7,7 +7,7 @@ failure is an ``EnvelopeError``. Arrays never travel here except predictions (ra
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
@@ -29,6 +29,8 @@ KIND_AIR_READY = "air_ready"
 
 
 def _pack(obj: Mapping[str, Any]) -> bytes:
+    # Callers pass ``vars(self)``: a shallow view, where ``dataclasses.asdict`` would deep-copy
+    # every nested map (it cost more than packing, per message).
     out: bytes = msgpack.packb(obj, use_bin_type=True)
     return out
 
@@ -80,7 +82,7 @@ class Hello:
     sync: dict[str, Any] | None = None
 
     def encode(self) -> bytes:
-        return _pack({"v": PROTOCOL, "kind": KIND_HELLO, **asdict(self)})
+        return _pack({"v": PROTOCOL, "kind": KIND_HELLO, **vars(self)})
 
     @classmethod
     def decode(cls, obj: Mapping[str, Any]) -> Hello:
@@ -112,7 +114,7 @@ class Envelope:
     offset: dict[str, Any] | None = None  # TX's latest estimate of RX clock minus TX clock
 
     def encode(self) -> bytes:
-        return _pack({"v": PROTOCOL, "kind": KIND_BATCH, **asdict(self)})
+        return _pack({"v": PROTOCOL, "kind": KIND_BATCH, **vars(self)})
 
     @classmethod
     def decode(cls, obj: Mapping[str, Any]) -> Envelope:
@@ -161,7 +163,7 @@ class Report:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def encode(self) -> bytes:
-        return _pack({"v": PROTOCOL, "kind": KIND_REPORT, **asdict(self)})
+        return _pack({"v": PROTOCOL, "kind": KIND_REPORT, **vars(self)})
 
     @classmethod
     def decode(cls, obj: Mapping[str, Any]) -> Report:
@@ -204,7 +206,7 @@ class ErrorReply:
     batch_id: int | None = None
 
     def encode(self) -> bytes:
-        return _pack({"v": PROTOCOL, "kind": KIND_ERROR, **asdict(self)})
+        return _pack({"v": PROTOCOL, "kind": KIND_ERROR, **vars(self)})
 
     @classmethod
     def decode(cls, obj: Mapping[str, Any]) -> ErrorReply:

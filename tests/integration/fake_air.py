@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 
-
 #: libiio's default number of kernel buffers.
 KERNEL_BUFFERS = 4
 #: RMS of the received signal in ADC counts (12-bit, full scale 2048): about -15 dBFS.
