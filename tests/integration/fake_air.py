@@ -1,8 +1,8 @@
 """A fake ``adi`` module whose Plutos share one real-time "air", for over-the-air daemon tests.
 
-Each device mirrors the pyadi-iio semantics the adapter relies on (gain writes ignored
-unless manual, the TX buffer length fixed at the first ``tx()``, ``rx()`` returning
-``rx_buffer_size`` complex128 12-bit samples). Unlike a pure fake, time passes as on the
+Each device is the pyadi-iio fake of ``tests/fake_adi.py`` (gain writes ignored unless
+manual, the TX buffer length fixed at the first ``tx()``, ``rx()`` returning
+``rx_buffer_size`` complex128 12-bit samples). Unlike that fake, time passes as on the
 hardware: a sample exists at an instant, ``tx()`` queues its buffer on the air after what
 is already there, and ``rx()`` blocks until its buffer's last sample has been "received",
 so a receiver that starts late misses what came before. Idle time leaves stale buffers in
@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import threading
 import time
-import types
-from typing import Any
 
 import numpy as np
 
-#: libiio's default number of kernel buffers.
-KERNEL_BUFFERS = 4
+from tests.fake_adi import KERNEL_BUFFERS, FakeAdiModule, FakePluto
+
+#: RMS of the transmitted burst at full scale 1.0 (``PhyConfig.tx_rms``).
+SIGNAL_RMS = 0.3
 #: RMS of the received signal in ADC counts (12-bit, full scale 2048): about -15 dBFS.
 RX_RMS = 360.0
 TX_FULL_SCALE = 2.0**14
@@ -72,45 +72,25 @@ class Air:
         return adc
 
 
-class AirPluto:
-    def __init__(self, module: AirModule, uri: str = "", **_: Any) -> None:
-        self._module = module
-        self.uri = uri
-        self.sample_rate = 2_000_000
-        self.rx_lo = self.tx_lo = 2_400_000_000
-        self.rx_rf_bandwidth = self.tx_rf_bandwidth = 2_000_000
-        self.gain_control_mode_chan0 = "slow_attack"
-        self._rx_gain = 71.0
-        self.tx_hardwaregain_chan0 = -10.0
-        self.rx_buffer_size = 1024
-        self.tx_cyclic_buffer = False
-        self.rx_enabled_channels = [0]
-        self.tx_enabled_channels = [0]
-        self._tx_len: int | None = None
+class AirPluto(FakePluto):
+    """The pyadi-iio fake of ``tests/fake_adi.py``, whose buffers go to and come from the air."""
+
+    def __init__(self, module: FakeAdiModule, uri: str) -> None:
+        super().__init__(module, uri)
         self._read_pos: int | None = None
-        module.devices.append(self)
 
     @property
-    def rx_hardwaregain_chan0(self) -> float:
-        return self._rx_gain
-
-    @rx_hardwaregain_chan0.setter
-    def rx_hardwaregain_chan0(self, value: float) -> None:
-        if self.gain_control_mode_chan0 == "manual":
-            self._rx_gain = float(value)
+    def air(self) -> Air:
+        module = self._module
+        assert isinstance(module, AirModule)
+        return module.air
 
     def tx(self, data: np.ndarray) -> None:
-        if self._tx_len is None:
-            self._tx_len = len(data)
-        if len(data) != self._tx_len:
-            raise Exception("Buffer length different than data length. Cannot change buffer length on the fly")
-        self._module.air.put(np.asarray(data, dtype=np.complex128))
-
-    def tx_destroy_buffer(self) -> None:
-        self._tx_len = None
+        super().tx(data)  # pyadi-iio's checks: fixed buffer length, cyclic mode, OSError injection
+        self.air.put(np.asarray(data, dtype=np.complex128))
 
     def rx(self) -> np.ndarray:
-        air, n = self._module.air, self.rx_buffer_size
+        air, n = self.air, self.rx_buffer_size
         now = air.now()
         oldest = now - KERNEL_BUFFERS * n
         if self._read_pos is None or self._read_pos < oldest:
@@ -121,24 +101,16 @@ class AirPluto:
         wait = (start + n - now) / air.fs
         if wait > 0:
             time.sleep(wait)
-        return air.window(start, n, self._module.signal_rms)
+        return air.window(start, n, SIGNAL_RMS)
 
     def rx_destroy_buffer(self) -> None:
+        super().rx_destroy_buffer()
         self._read_pos = None
 
 
-class AirModule(types.ModuleType):
+class AirModule(FakeAdiModule):
     """Install as ``sys.modules["adi"]``; every ``Pluto`` it makes shares ``air``."""
 
-    def __init__(self, air: Air, signal_rms: float = 0.3) -> None:
-        super().__init__("adi")
+    def __init__(self, air: Air) -> None:
         self.air = air
-        self.signal_rms = signal_rms
-        self.devices: list[AirPluto] = []
-        module = self
-
-        class Pluto(AirPluto):
-            def __init__(self, uri: str = "", **kwargs: Any) -> None:
-                super().__init__(module, uri, **kwargs)
-
-        self.Pluto = Pluto
+        super().__init__(AirPluto)
