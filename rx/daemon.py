@@ -269,7 +269,12 @@ class RxDaemon:
         if not 0 < env.samples <= MAX_BURST_SAMPLES:
             raise SizeMismatch(f"announced burst of {env.samples} samples, expected 1..{MAX_BURST_SAMPLES}")
         if self._peer is not None:
-            self.sock.send_multipart([self._peer, messages.encode_air_ready(env.batch_id, env.attempt)])
+            try:
+                self.sock.send_multipart([self._peer, messages.encode_air_ready(env.batch_id, env.attempt)],
+                                         flags=zmq.NOBLOCK)
+            except zmq.Again:
+                # TX is gone: nobody will transmit, and its resend starts the exchange again.
+                raise RadioError(f"cannot ask TX to transmit batch {env.batch_id}: peer unreachable") from None
         margin = int(CAPTURE_MARGIN_S * self.radio.config.sample_rate_hz)
         return self.radio.receive(env.samples + margin)
 
