@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TextIO
@@ -342,8 +343,9 @@ def start_monitor_thread(monitor: SyncMonitor, stopped: Callable[[], bool]) -> t
         while not stopped():
             monitor.poll()
             deadline = monotonic_ns() + int(MONITOR_TICK_S * NS_PER_S)
+            # Short sleeps so the thread notices the daemon stopping within 0.1 s.
             while not stopped() and monotonic_ns() < deadline:
-                threading.Event().wait(0.1)
+                time.sleep(0.1)
 
     thread = threading.Thread(target=loop, name="sync-monitor", daemon=True)
     thread.start()

@@ -122,6 +122,9 @@ class TxDaemon:
         self.data = self._connect()
         self.control = make_socket(self._ctx, zmq.REP)
         self.control.bind(config.control)
+        self.poller = zmq.Poller()
+        self.poller.register(self.data, zmq.POLLIN)
+        self.poller.register(self.control, zmq.POLLIN)
         self.control_endpoint = self.control.getsockopt_string(zmq.LAST_ENDPOINT)
         self.metrics = MetricsWriter(config.metrics_out)
         self.sync = SyncMonitor(daemon_sync_config(config.gpsd, config.chrony_socket),
@@ -144,8 +147,10 @@ class TxDaemon:
         return sock
 
     def _rebuild(self) -> None:
+        self.poller.unregister(self.data)
         self.data.close(0)
         self.data = self._connect()
+        self.poller.register(self.data, zmq.POLLIN)
         self.counters["reconnects"] += 1
 
     def close(self) -> None:
@@ -179,10 +184,7 @@ class TxDaemon:
                     self._build_and_send(now)
                     continue
             self._resend_due(monotonic_ns())
-            poller = zmq.Poller()
-            poller.register(self.data, zmq.POLLIN)
-            poller.register(self.control, zmq.POLLIN)
-            events = dict(poller.poll(POLL_MS))
+            events = dict(self.poller.poll(POLL_MS))
             if self.control in events:
                 self._serve_control()
             if self.data in events:
