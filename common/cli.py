@@ -15,8 +15,8 @@ from common.errors import SemalignError
 
 
 def _pretrain(argv: list[str]) -> int:
-    from common.bundle import PRETRAIN_DEFAULTS, PretrainConfig, pretrain, save_bundle
-    from common.datasets import DATASET_NAMES, load_dataset
+    from common.data.datasets import DATASET_NAMES, load_dataset
+    from common.ml.bundle import PRETRAIN_DEFAULTS, PretrainConfig, pretrain, save_bundle
 
     p = argparse.ArgumentParser(prog="semalign pretrain", description="Fit PCA and pre-train the MLP; write a bundle.")
     p.add_argument("--dataset", default="digits", choices=DATASET_NAMES)
@@ -48,7 +48,7 @@ def _pretrain(argv: list[str]) -> int:
 
 
 def _resolve_bundle(path: str | None, dataset: str) -> Any:
-    from common.bundle import default_bundle_dir, load_bundle
+    from common.ml.bundle import default_bundle_dir, load_bundle
 
     return load_bundle(Path(path) if path else default_bundle_dir(dataset))
 
@@ -97,8 +97,8 @@ def _tx(argv: list[str]) -> int:
     path, args = _overrides(p.parse_args(argv))
     from common import log as logmod
     from common.config import TxConfig, load_config
-    from common.datasets import load_dataset
-    from common.zmqutil import StopFlag
+    from common.data.datasets import load_dataset
+    from common.runtime import StopFlag
     from tx.daemon import TxDaemon
 
     config = load_config(TxConfig, path, args)
@@ -122,7 +122,7 @@ def _rx(argv: list[str]) -> int:
     path, args = _overrides(p.parse_args(argv))
     from common import log as logmod
     from common.config import RxConfig, load_config
-    from common.zmqutil import StopFlag
+    from common.runtime import StopFlag
     from rx.daemon import RxDaemon
 
     adapt = args.pop("adapt")
@@ -147,13 +147,13 @@ def _ctl(argv: list[str]) -> int:
 
 
 def _demo(argv: list[str]) -> int:
-    from common.demo import main
+    from common.tools.demo import main
 
     return main(argv)
 
 
 def _channel(argv: list[str]) -> int:
-    from common.simchannel import main
+    from common.tools.channel import main
 
     return main(argv)
 
@@ -173,13 +173,16 @@ def _bench(argv: list[str]) -> int:
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     suite, rest = argv[0], argv[1:]
     if suite == "modem":
-        from common.phy.bench import bench_modem_main
+        from common.bench.modem import bench_modem_main
 
         return bench_modem_main(rest)
-    from common import bench
+    if suite == "paper":
+        from common.bench.paper import paper_main
 
-    main: Callable[[list[str]], int] = bench.paper_main if suite == "paper" else bench.system_main
-    return main(rest)
+        return paper_main(rest)
+    from common.bench.system import system_main
+
+    return system_main(rest)
 
 
 COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {

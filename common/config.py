@@ -14,11 +14,11 @@ from typing import Any, TypeVar
 
 import yaml
 
-from common.adapt import AdaptConfig, AdaptMode
 from common.errors import ConfigError
+from common.ml.adapt import AdaptConfig, AdaptMode
 from common.modulation import Modulation
-from common.payload import ValueType
-from common.phy.pluto import PlutoConfig
+from common.radio.pluto import PlutoConfig
+from common.wire.payload import ValueType
 
 C = TypeVar("C")
 

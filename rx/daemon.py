@@ -14,9 +14,6 @@ import numpy as np
 import zmq
 from threadpoolctl import threadpool_limits
 
-from common import messages
-from common import payload as wire
-from common.bundle import Bundle
 from common.clock import realtime_ns
 from common.config import RxConfig
 from common.errors import (
@@ -30,7 +27,10 @@ from common.errors import (
 )
 from common.log import get_logger
 from common.metrics import MetricsWriter
-from common.phy import PhyConfig, PhyResult, PlutoRadio, demodulate_payload
+from common.ml.bundle import Bundle
+from common.phy import PhyConfig, PhyResult, demodulate_payload
+from common.radio.pluto import PlutoRadio
+from common.runtime import StopFlag
 from common.timesync import (
     ClockProbe,
     ClockReply,
@@ -42,7 +42,9 @@ from common.timesync import (
     daemon_sync_config,
     start_monitor_thread,
 )
-from common.zmqutil import StopFlag, make_socket
+from common.transport.zmq import make_socket
+from common.wire import messages
+from common.wire import payload as wire
 from rx.pipeline import Receiver
 
 log = get_logger("semalign.rx")

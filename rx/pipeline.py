@@ -11,10 +11,10 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from common import payload as wire
-from common.adapt import AdaptConfig, Adapter, FitStats
-from common.bundle import Bundle
 from common.clock import monotonic_ns, realtime_ns
+from common.ml.adapt import AdaptConfig, Adapter, FitStats
+from common.ml.bundle import Bundle
+from common.wire import payload as wire
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from common.bundle import Bundle
+from common.ml.bundle import Bundle
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -57,7 +57,7 @@ def fashion_mnist_dir() -> Path:
 @pytest.fixture(scope="session")
 def digits_bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A digits model bundle built once per test session (a few seconds)."""
-    from common.bundle import ensure_bundle
+    from common.ml.bundle import ensure_bundle
 
     out = tmp_path_factory.mktemp("bundle") / "digits"
     ensure_bundle("digits", out=out)
@@ -66,6 +66,6 @@ def digits_bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def digits_bundle(digits_bundle_dir: Path) -> Bundle:
-    from common.bundle import load_bundle
+    from common.ml.bundle import load_bundle
 
     return load_bundle(digits_bundle_dir)

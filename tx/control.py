@@ -11,7 +11,7 @@ from typing import Any
 import msgpack
 
 from common.errors import ConfigError, EnvelopeError
-from common.messages import MAX_META_BYTES, PROTOCOL
+from common.wire.messages import MAX_META_BYTES, PROTOCOL
 
 COMMANDS = ("set-modulation", "set-alpha", "set-policy", "amc", "pause", "resume", "status")
 

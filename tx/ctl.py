@@ -13,7 +13,7 @@ from typing import Any
 import zmq
 
 from common.errors import TransportError
-from common.zmqutil import make_socket
+from common.transport.zmq import make_socket
 from tx.control import COMMANDS, ControlRequest, decode_reply
 
 REQUEST_TIMEOUT_S = 3.0

@@ -15,17 +15,17 @@ import numpy as np
 import numpy.typing as npt
 import zmq
 
-from common import messages
-from common import payload as wire
-from common.bundle import Bundle
 from common.clock import NS_PER_S, Stamp, monotonic_ns, realtime_ns
 from common.config import TxConfig
-from common.datasets import Dataset
+from common.data.datasets import Dataset
 from common.errors import BudgetError, ConfigError, EnvelopeError, RadioError, SemalignError
 from common.log import get_logger
 from common.metrics import MetricsWriter
+from common.ml.bundle import Bundle
 from common.modulation import Modulation
-from common.phy import AmcPolicy, PhyConfig, PlutoRadio, modulate_payload
+from common.phy import AmcPolicy, PhyConfig, modulate_payload
+from common.radio.pluto import PlutoRadio
+from common.runtime import StopFlag
 from common.timesync import (
     BadSyncMessage,
     ClockProbe,
@@ -38,9 +38,11 @@ from common.timesync import (
     estimate_rx_minus_tx,
     start_monitor_thread,
 )
-from common.zmqutil import StopFlag, make_socket
+from common.transport.zmq import make_socket
+from common.wire import messages
+from common.wire import payload as wire
 from tx.control import ControlRequest, encode_reply
-from tx.link import LinkPlan, LinkState, make_plan
+from tx.plan import LinkPlan, LinkState, make_plan
 
 log = get_logger("semalign.tx")
 

@@ -1,6 +1,6 @@
-"""The radio physical layer of semalign: modem, frames, channel simulator, Pluto backend, AMC.
+"""The radio physical layer of semalign: modem, frames, channel simulator, AMC.
 
-Daemons use ``modulate_payload``/``demodulate_payload``, ``Channel`` or ``PlutoRadio``, and ``AmcPolicy``.
+Daemons use ``modulate_payload``/``demodulate_payload``, ``Channel``, and ``AmcPolicy``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from common.phy.config import PhyConfig
 from common.phy.constellation import Constellation, Demapper, HardDemapper, Mapper
 from common.phy.contract import RX_BITS, TX_FULL_SCALE, quantise_rx, tx_to_int16
 from common.phy.errors import FrameError, SampleOverflow
-from common.phy.link import (
+from common.phy.modem import (
     DecodedFrame,
     FrameReport,
     PhyResult,
@@ -20,7 +20,6 @@ from common.phy.link import (
     demodulate_payload,
     modulate_payload,
 )
-from common.phy.pluto import PlutoConfig, PlutoRadio
 from common.phy.theory import ber_awgn, esn0_db_for_ber
 
 __all__ = [
@@ -39,8 +38,6 @@ __all__ = [
     "Mapper",
     "PhyConfig",
     "PhyResult",
-    "PlutoConfig",
-    "PlutoRadio",
     "Receiver",
     "SampleOverflow",
     "SnrProfile",

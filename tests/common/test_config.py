@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from common.adapt import AdaptMode
 from common.config import RxConfig, TxConfig, load_config
 from common.errors import ConfigError
+from common.ml.adapt import AdaptMode
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 

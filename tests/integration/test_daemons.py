@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from common.zmqutil import free_tcp_port
+from common.runtime import free_tcp_port
 from tests.procs import Daemon, metrics, wait_for
 from tx.control import ControlRequest
 from tx.ctl import request

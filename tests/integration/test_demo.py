@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from common.zmqutil import free_tcp_port
+from common.runtime import free_tcp_port
 from tests.procs import ROOT, Daemon, metrics
 
 pytestmark = pytest.mark.slow

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from common.bundle import Bundle
 from common.config import RxConfig, TxConfig
-from common.datasets import load_dataset
-from common.phy import PlutoConfig
-from common.zmqutil import StopFlag, free_tcp_port
+from common.data.datasets import load_dataset
+from common.ml.bundle import Bundle
+from common.radio.pluto import PlutoConfig
+from common.runtime import StopFlag, free_tcp_port
 from rx.daemon import RxDaemon
-from tests.integration.fake_air import Air, AirModule
+from tests.fakes.air import Air, AirModule
 from tests.procs import metrics
 from tx.daemon import TxDaemon
 

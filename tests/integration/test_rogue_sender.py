@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import zmq
 
-from common import messages
-from common import payload as wire
-from common.bundle import Bundle
 from common.clock import realtime_ns
-from common.datasets import load_dataset
+from common.data.datasets import load_dataset
+from common.ml.bundle import Bundle
+from common.runtime import free_tcp_port
 from common.timesync import ClockProbe, ClockReply
-from common.zmqutil import free_tcp_port
+from common.wire import messages
+from common.wire import payload as wire
 from tests.procs import Daemon, metrics
 
 pytestmark = pytest.mark.slow

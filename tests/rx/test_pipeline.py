@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from common import payload as wire
-from common.adapt import AdaptConfig, AdaptMode
-from common.bundle import Bundle
 from common.clock import realtime_ns
-from common.datasets import load_dataset
+from common.data.datasets import load_dataset
 from common.errors import AlphaOutOfRange
+from common.ml.adapt import AdaptConfig, AdaptMode
+from common.ml.bundle import Bundle
+from common.wire import payload as wire
 from rx.pipeline import Receiver
 
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from common.bench.modem import bench_modem_main
 from common.errors import ConfigError
 from common.modulation import Modulation
 from common.phy.amc import DEFAULT_THRESHOLDS, AmcPolicy, threshold_table
-from common.phy.bench import bench_modem_main
 from common.phy.theory import ber_awgn
 
 B, Q, M16, M64, M256 = (Modulation.BPSK, Modulation.QPSK, Modulation.QAM16, Modulation.QAM64,

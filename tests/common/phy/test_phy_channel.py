@@ -22,7 +22,7 @@ from common.phy.contract import (
     tx_to_int16,
 )
 from common.phy.errors import SampleOverflow
-from common.phy.link import Receiver, Transmitter
+from common.phy.modem import Receiver, Transmitter
 from common.phy.theory import ber_awgn, esn0_db_for_ber
 
 

@@ -16,7 +16,7 @@ from common.phy.channel import Channel, ChannelConfig
 from common.phy.config import PhyConfig
 from common.phy.errors import FrameError
 from common.phy.frame import HEADER_BYTES, FrameHeader, geometry, section_layout
-from common.phy.link import PhyResult, Receiver, Transmitter, demodulate_payload, modulate_payload
+from common.phy.modem import PhyResult, Receiver, Transmitter, demodulate_payload, modulate_payload
 from common.phy.theory import esn0_db_for_ber
 
 ALL = list(Modulation)

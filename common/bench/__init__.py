@@ -1,0 +1,1 @@
+"""Benchmarks: the paper's experiment, system hot paths, the modem, hyper-parameter tuning."""

@@ -1,0 +1,747 @@
+"""``semalign bench paper``: the paper's experiment (its Figures 3 and 4) through the real code.
+
+TX's PCA encoder and payload builder, a ZeroMQ DEALER->ROUTER link on tcp loopback and RX's
+``Receiver`` (the daemon's adaptation code) for every alpha, seed and adaptation method.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import os
+import platform
+import queue
+import sys
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+import zmq
+
+from common.clock import NS_PER_S, Stamp, monotonic_ns
+from common.config import LINK_DEFAULTS
+from common.data.datasets import DATASET_NAMES, Dataset, Split, load_dataset
+from common.errors import ConfigError, SemalignError, TransportError
+from common.log import progress
+from common.ml.adapt import AdaptConfig, Adapter, AdaptMode
+from common.ml.bundle import PRETRAIN_DEFAULTS, Bundle, default_bundle_dir, ensure_bundle
+from common.modulation import Modulation, byte_budget
+from common.transport.zmq import make_socket
+from common.wire import messages
+from common.wire import payload as wire
+from rx.pipeline import Outcome, Receiver
+
+#: The paper's sweep: alpha = 150, 140, ..., 40 at 64QAM.
+DEFAULT_ALPHAS: tuple[int, ...] = tuple(range(150, 39, -10))
+DEFAULT_MODULATION = "64qam"
+METHODS: tuple[str, ...] = ("none", "lora", "e2e")
+#: Epoch budgets of the time-to-accuracy runs (each a separate fit from the frozen base).
+CURVE_EPOCHS: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
+#: The paper's headline LoRA accuracy on MNIST.
+PAPER_ACCURACY = 0.976
+#: How long the TX side of the loopback link waits for RX's report.
+LINK_TIMEOUT_S = 300.0
+POLL_MS = 50
+
+PAPER_COLUMNS: tuple[str, ...] = (
+    "dataset", "modulation", "b_max", "t", "alpha", "n_max", "n_train", "payload_bytes",
+    "seed", "method", "accuracy", "eval_split", "eval_images", "batch_accuracy",
+    "comm_s", "finetune_s", "classify_s", "e2e_s", "encode_s", "parse_s", "reconstruct_s",
+    "train_loss", "epochs", "threads",
+)
+CURVE_COLUMNS: tuple[str, ...] = (
+    "alpha", "seed", "method", "epochs", "n_train", "finetune_s", "accuracy",
+)
+TARGET_COLUMNS: tuple[str, ...] = (
+    "alpha", "seed", "target", "target_acc", "lora_s", "lora_epochs", "e2e_s", "e2e_epochs", "ratio",
+)
+
+
+class BenchError(SemalignError):
+    """A benchmark could not run as asked (bad options, a link that never answered)."""
+
+    code = "bench"
+
+
+# -- data --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sources:
+    """Where TX draws fine-tuning samples from and what the adapted model is scored on.
+
+    ``test``: the pool supplies training samples and the test stream is scored (the paper's
+    protocol). ``validation``: the first half of the pool supplies training samples and the
+    second half is scored, so hyper-parameters can be tuned without looking at the test stream.
+    """
+
+    split: str
+    pool: Split
+    evaluation: Split
+
+
+def sources(dataset: Dataset, split: str, eval_images: int | None = None) -> Sources:
+    if split == "test":
+        pool, evaluation = dataset.pool, dataset.test
+    elif split == "validation":
+        half = len(dataset.pool.y) // 2
+        pool = Split(dataset.pool.x[:half], dataset.pool.y[:half])
+        evaluation = Split(dataset.pool.x[half:], dataset.pool.y[half:])
+    else:
+        raise BenchError(f"evaluation split: expected test or validation, got {split!r}")
+    if eval_images is not None and eval_images < len(evaluation.y):
+        evaluation = Split(np.ascontiguousarray(evaluation.x[:eval_images]), evaluation.y[:eval_images])
+    return Sources(split, pool, evaluation)
+
+
+def reconstruct(bundle: Bundle, images: npt.NDArray[np.float32], alpha: int) -> torch.Tensor:
+    """What RX sees of ``images`` at ``alpha``: float32 PCA coefficients, inverse-PCA'd."""
+    return torch.from_numpy(bundle.codec.decode(bundle.codec.encode(images, alpha)))
+
+
+@torch.inference_mode()
+def accuracy(adapter: Adapter, x: torch.Tensor, y: npt.NDArray[np.int64]) -> float:
+    """Accuracy of the adapter's current model on ``x`` [n, D], in chunks to bound memory."""
+    correct = 0
+    for start in range(0, len(y), 4096):
+        pred = adapter.predict(x[start : start + 4096])
+        correct += int((pred == y[start : start + 4096]).sum())
+    return correct / len(y) if len(y) else float("nan")
+
+
+# -- the loopback link -------------------------------------------------------------------
+
+
+class LoopbackRx:
+    """RX's side of the benchmark link: a ROUTER on tcp loopback served by one thread.
+
+    For each batch it does what ``rx.daemon`` does between receiving and replying (decode the
+    envelope, parse, ``Receiver.process_parsed``, encode a ``Report``), with the receiver the
+    caller picked through ``use`` before sending. The B stamp is the pipeline's own.
+    """
+
+    def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]]) -> None:
+        self._ctx = ctx
+        self._stop = threading.Event()
+        self._ready: queue.Queue[str | BaseException] = queue.Queue()
+        self._receiver: Receiver | None = None
+        self.outcome: Outcome | None = None
+        self._thread = threading.Thread(target=self._serve, name="bench-rx", daemon=True)
+        self._thread.start()
+        ready = self._ready.get(timeout=30)
+        if isinstance(ready, BaseException):
+            raise TransportError(f"benchmark receiver failed to start: {ready}") from ready
+        self.endpoint = ready
+
+    def use(self, receiver: Receiver) -> None:
+        self._receiver = receiver
+
+    def _serve(self) -> None:
+        try:
+            sock = make_socket(self._ctx, zmq.ROUTER)
+            sock.bind("tcp://127.0.0.1:*")
+        except zmq.ZMQError as exc:
+            self._ready.put(exc)
+            return
+        self._ready.put(sock.getsockopt_string(zmq.LAST_ENDPOINT))
+        try:
+            while not self._stop.is_set():
+                if not sock.poll(POLL_MS):
+                    continue
+                frames = sock.recv_multipart(copy=False)
+                reply = self._handle([f.buffer for f in frames[1:]])
+                sock.send_multipart([frames[0].bytes, reply])
+        finally:
+            sock.close(0)
+
+    def _handle(self, frames: list[memoryview]) -> bytes:
+        try:
+            if len(frames) != 2 or self._receiver is None:
+                raise BenchError(f"expected [envelope, payload] and a receiver, got {len(frames)} frames")
+            env = messages.Envelope.decode(messages.unpack(frames[0]))
+            t0 = monotonic_ns()
+            parsed = self._receiver.parse(frames[1])
+            outcome = self._receiver.process_parsed(
+                parsed, seed=env.batch_id, parse_s=(monotonic_ns() - t0) / NS_PER_S
+            )
+        except SemalignError as exc:
+            return messages.ErrorReply(exc.code, str(exc)).encode()
+        except Exception as exc:  # anything else would kill this thread and stall TX's wait
+            return messages.ErrorReply("internal", f"{type(exc).__name__}: {exc}").encode()
+        self.outcome = outcome
+        comm_s = (outcome.t_b_ns - env.t_a_ns) / NS_PER_S
+        c, d = outcome.fit.seconds, outcome.classify_s
+        return messages.Report(
+            batch_id=env.batch_id, attempt=env.attempt, predictions=outcome.predictions.tobytes(),
+            n_test=outcome.header.t, n_train=outcome.header.n, alpha=outcome.header.alpha,
+            adapt=self._receiver.adapt.mode.value, t_b_ns=outcome.t_b_ns,
+            latency_comm_s=comm_s, latency_finetune_s=c, latency_classify_s=d,
+            latency_e2e_s=comm_s + c + d, parse_s=outcome.parse_s,
+            reconstruct_s=outcome.reconstruct_s, train_loss=outcome.fit.final_loss,
+        ).encode()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+@dataclass(frozen=True)
+class Sent:
+    report: messages.Report
+    payload_bytes: int
+    encode_s: float
+
+
+class LoopbackTx:
+    """TX's side: encode and pack exactly as ``TxDaemon.build_batch``, send, await the report."""
+
+    def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], endpoint: str, bundle: Bundle) -> None:
+        self.bundle = bundle
+        self.sock = make_socket(ctx, zmq.DEALER)
+        self.sock.connect(endpoint)
+        self._batch = 0
+
+    def send(
+        self, images: npt.NDArray[np.float32], t: int, labels: npt.NDArray[np.int64],
+        alpha: int, modulation: Modulation, b_max: int,
+    ) -> Sent:
+        """``images`` holds the t test images then the training images with ``labels``."""
+        a = Stamp.now()  # the paper's A: PCA starts now
+        coeffs = self.bundle.codec.encode(images, alpha)
+        body = wire.build(coeffs[:t], coeffs[t:], labels)
+        encode_s = (monotonic_ns() - a.monotonic_ns) / NS_PER_S
+        env = messages.Envelope(
+            batch_id=self._batch, attempt=0, modulation=modulation.value, b_max=b_max,
+            alpha=alpha, bundle=self.bundle.hash, t_a_ns=a.realtime_ns,
+        )
+        self._batch += 1
+        self.sock.send_multipart([env.encode(), body], copy=False)
+        if not self.sock.poll(int(LINK_TIMEOUT_S * 1000)):
+            raise TransportError(f"no report from the benchmark receiver within {LINK_TIMEOUT_S:g} s")
+        reply = messages.decode_reply(self.sock.recv())
+        if isinstance(reply, messages.ErrorReply):
+            raise BenchError(f"receiver rejected the batch: {reply.code}: {reply.message}")
+        if not isinstance(reply, messages.Report):
+            raise BenchError(f"unexpected reply {type(reply).__name__}")
+        return Sent(reply, len(body), encode_s)
+
+    def close(self) -> None:
+        self.sock.close(0)
+
+
+# -- options -----------------------------------------------------------------------------
+
+
+def int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.replace(" ", "").split(",") if v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one integer")
+    return values
+
+
+def add_adapt_flags(p: argparse.ArgumentParser) -> None:
+    """Flags overriding ``AdaptConfig`` defaults (the ``adapt`` section of rx.yaml)."""
+    g = p.add_argument_group("adaptation (defaults: common.ml.adapt.AdaptConfig)")
+    g.add_argument("--rank", type=int)
+    g.add_argument("--lora-alpha", type=float)
+    g.add_argument("--epochs", type=int, help="LoRA epochs")
+    g.add_argument("--lr", type=float, help="LoRA learning rate")
+    g.add_argument("--batch-size", type=int)
+    g.add_argument("--e2e-epochs", type=int)
+    g.add_argument("--e2e-lr", type=float)
+
+
+def adapt_config(args: argparse.Namespace) -> AdaptConfig:
+    names = {f.name for f in fields(AdaptConfig)}
+    overrides = {k: v for k, v in vars(args).items() if k in names and v is not None and k != "mode"}
+    return replace(AdaptConfig(), **overrides)
+
+
+def method_config(base: AdaptConfig, method: str, seed: int) -> AdaptConfig:
+    return replace(base, mode=AdaptMode.parse(method), seed=seed)
+
+
+def machine() -> dict[str, Any]:
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "loadavg_1m": round(os.getloadavg()[0], 2),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
+
+
+def mean_std(values: Iterable[float]) -> tuple[float, float]:
+    arr = np.array([v for v in values if v is not None and not math.isnan(v)], dtype=np.float64)
+    if arr.size == 0:
+        return float("nan"), float("nan")
+    return float(arr.mean()), float(arr.std())
+
+
+# -- the experiment ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PaperPlan:
+    dataset: str
+    modulation: Modulation
+    b_max: int
+    t: int
+    alphas: tuple[int, ...]
+    seeds: tuple[int, ...]
+    methods: tuple[str, ...]
+    adapt: AdaptConfig
+    split: str
+    eval_images: int | None
+    max_train: int | None
+    threads: int
+    curve_seeds: int
+    curve_epochs: tuple[int, ...]
+    target_acc: float
+
+    def n_max(self, alpha: int) -> int:
+        return wire.n_max(self.b_max, self.t, alpha)
+
+
+def run_paper(plan: PaperPlan, bundle: Bundle, dataset: Dataset) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Run the sweep; returns the paper.csv rows and the curves.csv rows."""
+    torch.set_num_threads(plan.threads)
+    src = sources(dataset, plan.split, plan.eval_images)
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    rx = LoopbackRx(ctx)
+    tx = LoopbackTx(ctx, rx.endpoint, bundle)
+    rows: list[dict[str, Any]] = []
+    curves: list[dict[str, Any]] = []
+    try:
+        receivers = {(seed, method): _receiver(plan, bundle, src, rx, tx, method, seed)
+                     for seed in plan.seeds for method in plan.methods}
+        jobs = [(alpha, seed) for alpha in plan.alphas for seed in plan.seeds]
+        evaluation: dict[int, torch.Tensor] = {}  # the current alpha's reconstructed images only
+        for alpha, seed in progress(jobs, "bench paper"):
+            if alpha not in evaluation:
+                evaluation.clear()
+                evaluation[alpha] = reconstruct(bundle, src.evaluation.x, alpha)
+            x_eval = evaluation[alpha]
+            batch = _draw(plan, src, alpha, seed)
+            for method in plan.methods:
+                receiver = receivers[(seed, method)]
+                rx.use(receiver)
+                sent = tx.send(batch.images, plan.t, batch.labels, alpha, plan.modulation, plan.b_max)
+                rows.append(_row(plan, alpha, seed, method, batch, sent, receiver, x_eval, src))
+            if seed in plan.seeds[: plan.curve_seeds]:
+                curves.extend(_curve(plan, bundle, alpha, seed, batch, x_eval, src))
+    finally:
+        tx.close()
+        rx.close()
+        ctx.term()
+    return rows, curves
+
+
+def _receiver(
+    plan: PaperPlan, bundle: Bundle, src: Sources, rx: LoopbackRx, tx: LoopbackTx, method: str, seed: int
+) -> Receiver:
+    """A receiver for one method and seed, warmed up by one small batch through the link.
+
+    The warm-up runs in the link's RX thread, so lazy torch initialisation is not billed to
+    the first measured batch (the daemon warms up the same way before serving).
+    """
+    receiver = Receiver(bundle, method_config(plan.adapt, method, seed), threads=plan.threads)
+    rx.use(receiver)
+    alpha = plan.alphas[0]
+    n = min(8, len(src.pool.y))
+    images = np.concatenate([src.evaluation.x[:1], src.pool.x[:n]])
+    tx.send(images, 1, src.pool.y[:n], alpha, plan.modulation, plan.b_max)
+    return receiver
+
+
+@dataclass(frozen=True)
+class Batch:
+    images: npt.NDArray[np.float32]  # [t + n, D]: t test images, then n training images
+    test_labels: npt.NDArray[np.int64]  # [t]
+    labels: npt.NDArray[np.int64]  # [n]
+    n_max: int
+
+
+def _draw(plan: PaperPlan, src: Sources, alpha: int, seed: int) -> Batch:
+    """t test images from the evaluation split and N_max training images from the pool."""
+    rng = np.random.default_rng([seed, alpha])
+    n_max = plan.n_max(alpha)
+    n = min(n_max, len(src.pool.y), plan.max_train if plan.max_train is not None else n_max)
+    t = min(plan.t, len(src.evaluation.y))
+    if t < plan.t:
+        raise BenchError(f"t={plan.t} exceeds the {len(src.evaluation.y)} evaluation images")
+    test_idx = rng.choice(len(src.evaluation.y), size=t, replace=False)
+    train_idx = rng.choice(len(src.pool.y), size=n, replace=False)
+    images = np.concatenate([src.evaluation.x[test_idx], src.pool.x[train_idx]])
+    return Batch(images, src.evaluation.y[test_idx], src.pool.y[train_idx], n_max)
+
+
+def _row(
+    plan: PaperPlan, alpha: int, seed: int, method: str, batch: Batch, sent: Sent,
+    receiver: Receiver, x_eval: torch.Tensor, src: Sources,
+) -> dict[str, Any]:
+    r = sent.report
+    preds = np.frombuffer(r.predictions, dtype=np.uint8)
+    cfg = receiver.adapt
+    epochs = {AdaptMode.LORA: cfg.epochs, AdaptMode.E2E: cfg.e2e_epochs}.get(cfg.mode, 0)
+    return {
+        "dataset": plan.dataset, "modulation": plan.modulation.value, "b_max": plan.b_max,
+        "t": plan.t, "alpha": alpha, "n_max": batch.n_max, "n_train": r.n_train,
+        "payload_bytes": sent.payload_bytes, "seed": seed, "method": method,
+        # The adapted model (left in the receiver by the batch) scored on the evaluation split.
+        "accuracy": accuracy(receiver.adapter, x_eval, src.evaluation.y),
+        "eval_split": src.split, "eval_images": len(src.evaluation.y),
+        "batch_accuracy": float((preds == batch.test_labels).mean()),
+        "comm_s": r.latency_comm_s, "finetune_s": r.latency_finetune_s,
+        "classify_s": r.latency_classify_s, "e2e_s": r.latency_e2e_s,
+        "encode_s": sent.encode_s, "parse_s": r.parse_s, "reconstruct_s": r.reconstruct_s,
+        "train_loss": r.train_loss, "epochs": epochs, "threads": plan.threads,
+    }
+
+
+def _curve(
+    plan: PaperPlan, bundle: Bundle, alpha: int, seed: int, batch: Batch,
+    x_eval: torch.Tensor, src: Sources,
+) -> list[dict[str, Any]]:
+    """Fine-tune time and accuracy for each epoch budget, each a fresh fit from the base."""
+    x = reconstruct(bundle, batch.images[plan.t :], alpha)
+    y = torch.from_numpy(batch.labels)
+    out = []
+    for method in ("lora", "e2e"):
+        if method not in plan.methods:
+            continue
+        configured = plan.adapt.epochs if method == "lora" else plan.adapt.e2e_epochs
+        for epochs in sorted({*plan.curve_epochs, configured}):
+            cfg = method_config(plan.adapt, method, seed)
+            cfg = replace(cfg, epochs=epochs) if method == "lora" else replace(cfg, e2e_epochs=epochs)
+            adapter = Adapter(bundle.model, cfg)
+            stats = adapter.fit(x, y, seed=0)
+            out.append({
+                "alpha": alpha, "seed": seed, "method": method, "epochs": epochs,
+                "n_train": len(batch.labels), "finetune_s": stats.seconds,
+                "accuracy": accuracy(adapter, x_eval, src.evaluation.y),
+            })
+    return out
+
+
+# -- summaries ---------------------------------------------------------------------------
+
+
+def summarise(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean and std over seeds for each (alpha, method)."""
+    keys = sorted({(r["alpha"], r["method"]) for r in rows}, key=lambda k: (-k[0], METHODS.index(k[1]) if k[1] in METHODS else 9))
+    out = []
+    for alpha, method in keys:
+        group = [r for r in rows if r["alpha"] == alpha and r["method"] == method]
+        s: dict[str, Any] = {"alpha": alpha, "method": method, "seeds": len(group),
+                             "n_train": group[0]["n_train"], "payload_bytes": group[0]["payload_bytes"]}
+        for col in ("accuracy", "batch_accuracy", "comm_s", "finetune_s", "classify_s", "e2e_s"):
+            s[col], s[col + "_std"] = mean_std(r[col] for r in group)
+        out.append(s)
+    return out
+
+
+def time_to_target(
+    curves: Sequence[dict[str, Any]], adapt: AdaptConfig, fixed_target: float
+) -> list[dict[str, Any]]:
+    """Per alpha and seed: the shortest measured fine-tune reaching a target, for LoRA and E2E.
+
+    Targets: what E2E reaches with its configured epochs (``e2e``), what LoRA reaches with
+    its configured epochs (``lora``), and a fixed accuracy (``fixed``); all from the same
+    curve runs. ``None`` means no budget on the curve reached the target.
+    """
+    configured = {"lora": adapt.epochs, "e2e": adapt.e2e_epochs}
+    out = []
+    for alpha, seed in sorted({(c["alpha"], c["seed"]) for c in curves}, key=lambda k: (-k[0], k[1])):
+        mine = [c for c in curves if (c["alpha"], c["seed"]) == (alpha, seed)]
+        targets = {"fixed": fixed_target}
+        for method, epochs in configured.items():
+            at = [c["accuracy"] for c in mine if c["method"] == method and c["epochs"] == epochs]
+            if at:
+                targets[method] = at[0]
+        for name, target in targets.items():
+            rec: dict[str, Any] = {"alpha": alpha, "seed": seed, "target": name, "target_acc": target}
+            for method in ("lora", "e2e"):
+                hits = [c for c in mine if c["method"] == method and c["accuracy"] >= target]
+                best = min(hits, key=lambda c: c["finetune_s"]) if hits else None
+                rec[f"{method}_s"] = best["finetune_s"] if best else None
+                rec[f"{method}_epochs"] = best["epochs"] if best else None
+            lo, e2 = rec["lora_s"], rec["e2e_s"]
+            rec["ratio"] = lo / e2 if lo is not None and e2 else None
+            out.append(rec)
+    return out
+
+
+def format_table(summary: Sequence[dict[str, Any]]) -> str:
+    head = (f"{'alpha':>5} {'N':>5} {'bytes':>7} {'method':>6} {'accuracy':>15} {'batch acc':>9} "
+            f"{'comm s':>15} {'fine-tune s':>15} {'classify s':>11} {'e2e s':>15}")
+    lines = [head]
+    for s in summary:
+        lines.append(
+            f"{s['alpha']:>5} {s['n_train']:>5} {s['payload_bytes']:>7} {s['method']:>6} "
+            f"{_pm(s['accuracy'], s['accuracy_std'], 4):>15} {s['batch_accuracy']:>9.3f} "
+            f"{_pm(s['comm_s'], s['comm_s_std'], 4):>15} {_pm(s['finetune_s'], s['finetune_s_std'], 3):>15} "
+            f"{s['classify_s']:>11.4f} {_pm(s['e2e_s'], s['e2e_s_std'], 3):>15}"
+        )
+    return "\n".join(lines)
+
+
+def format_targets(targets: Sequence[dict[str, Any]]) -> str:
+    lines = [f"{'alpha':>5} {'seed':>4} {'target':>6} {'acc':>7} {'LoRA s (ep)':>13} {'E2E s (ep)':>13} {'ratio':>7}"]
+    for r in targets:
+        lora = f"{r['lora_s']:.3f} ({r['lora_epochs']})" if r["lora_s"] is not None else "not reached"
+        e2e = f"{r['e2e_s']:.3f} ({r['e2e_epochs']})" if r["e2e_s"] is not None else "not reached"
+        ratio = f"{r['ratio']:.3f}" if r["ratio"] is not None else "-"
+        lines.append(f"{r['alpha']:>5} {r['seed']:>4} {r['target']:>6} {r['target_acc']:>7.4f} "
+                     f"{lora:>13} {e2e:>13} {ratio:>7}")
+    return "\n".join(lines)
+
+
+def goals(summary: Sequence[dict[str, Any]]) -> list[tuple[str, bool, str]]:
+    """The issue's accuracy goals, checked on the means over seeds."""
+    by = {(s["alpha"], s["method"]): s for s in summary}
+    alphas = sorted({s["alpha"] for s in summary}, reverse=True)
+    out = []
+    if any(m == "lora" for _, m in by):
+        high = [a for a in alphas if a >= 60 and (a, "lora") in by]
+        low = [a for a in high if by[(a, "lora")]["accuracy"] < PAPER_ACCURACY]
+        if high:
+            out.append((f"LoRA accuracy >= {PAPER_ACCURACY:.1%} at every alpha >= 60", not low,
+                        f"below at alpha {low}" if low else f"met at alpha {high}"))
+    if any(m == "e2e" for _, m in by) and any(m == "lora" for _, m in by):
+        worse = [a for a in alphas if (a, "e2e") in by and (a, "lora") in by
+                 and by[(a, "lora")]["accuracy"] < by[(a, "e2e")]["accuracy"]]
+        out.append(("LoRA accuracy >= end-to-end at every alpha", not worse,
+                    f"below at alpha {worse}" if worse else "met at every alpha measured"))
+    return out
+
+
+def _pm(mean: float, std: float, digits: int) -> str:
+    return f"{mean:.{digits}f}+-{std:.{digits}f}"
+
+
+# -- output ------------------------------------------------------------------------------
+
+
+def write_csv(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+
+
+def plot(
+    summary: Sequence[dict[str, Any]], curves: Sequence[dict[str, Any]], out: Path, title: str
+) -> list[Path]:
+    """Figures 3 (latency vs dimension) and 4 (accuracy vs dimension), and accuracy vs
+    fine-tune time from the curves; [] without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed (pip install 'semalign[plot]'): plots skipped", file=sys.stderr)
+        return []
+    out.mkdir(parents=True, exist_ok=True)
+    methods = [m for m in METHODS if any(s["method"] == m for s in summary)]
+    labels = {"none": "no adaptation", "lora": "LoRA", "e2e": "end-to-end"}
+    styles = {"none": ("tab:gray", "s"), "lora": ("tab:blue", "o"), "e2e": ("tab:red", "^")}
+
+    def series(method: str, col: str) -> tuple[list[int], list[float], list[float]]:
+        pts = sorted((s["alpha"], s[col], s[col + "_std"]) for s in summary if s["method"] == method)
+        return [p[0] for p in pts], [p[1] for p in pts], [p[2] for p in pts]
+
+    written = []
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    for m in methods:
+        x, y, e = series(m, "e2e_s")
+        ax1.errorbar(x, y, yerr=e, label=labels[m], color=styles[m][0], marker=styles[m][1], capsize=3)
+    ax1.set(xlabel="PCA dimension alpha", ylabel="end-to-end latency (s)", title="(B-A)+C+D per method")
+    ax1.legend()
+    ax1.grid(alpha=0.3)
+    parts = (("comm_s", "comm B-A"), ("finetune_s", "fine-tune C"), ("classify_s", "classify D"))
+    focus = "lora" if "lora" in methods else methods[0]
+    for col, name in parts:
+        x, y, e = series(focus, col)
+        ax2.errorbar(x, y, yerr=e, label=name, marker="o", capsize=3)
+    ax2.set(xlabel="PCA dimension alpha", ylabel="seconds", yscale="log", title=f"{labels[focus]} latency breakdown")
+    ax2.legend()
+    ax2.grid(alpha=0.3, which="both")
+    fig.suptitle(f"Latency vs dimension ({title})")
+    fig.tight_layout()
+    path = out / "fig3_latency.png"
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    written.append(path)
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for m in methods:
+        x, y, e = series(m, "accuracy")
+        # "no adaptation" often lies on top of LoRA: dashed and hollow, so both stay visible.
+        ax.errorbar(x, [v * 100 for v in y], yerr=[v * 100 for v in e], label=labels[m],
+                    color=styles[m][0], marker=styles[m][1], capsize=3,
+                    ls="--" if m == "none" else "-", mfc="none" if m == "none" else styles[m][0])
+    ax.axhline(PAPER_ACCURACY * 100, color="k", ls=":", lw=1, label=f"paper LoRA {PAPER_ACCURACY:.1%}")
+    ax.set(xlabel="PCA dimension alpha", ylabel="accuracy (%)", title=f"Accuracy vs dimension ({title})")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = out / "fig4_accuracy.png"
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    written.append(path)
+
+    alphas = sorted({c["alpha"] for c in curves})
+    if alphas:
+        shown = sorted({alphas[0], alphas[len(alphas) // 2], alphas[-1]}, reverse=True)
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for alpha, ls in zip(shown, ("-", "--", ":"), strict=False):
+            for m in ("lora", "e2e"):
+                pts = [(c["finetune_s"], c["accuracy"]) for c in sorted(curves, key=lambda c: c["epochs"])
+                       if c["alpha"] == alpha and c["method"] == m and c["seed"] == curves[0]["seed"]]
+                if pts:
+                    ax.plot([p[0] for p in pts], [p[1] * 100 for p in pts], ls=ls, marker=styles[m][1],
+                            color=styles[m][0], label=f"{labels[m]}, alpha {alpha}")
+        ax.set(xlabel="fine-tune time C (s), one fit per epoch budget", ylabel="accuracy (%)", xscale="log",
+               title=f"Accuracy vs fine-tune time ({title})")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3, which="both")
+        fig.tight_layout()
+        path = out / "fig5_time_to_accuracy.png"
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+# -- command line ------------------------------------------------------------------------
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="semalign bench paper",
+        description="Reproduce the paper's accuracy and latency vs PCA dimension (Figures 3 and 4).",
+    )
+    p.add_argument("--dataset", default="mnist", choices=DATASET_NAMES)
+    p.add_argument("--data-dir", type=Path, help="directory with the IDX files (mnist, fashion-mnist)")
+    p.add_argument("--bundle", type=Path, help="bundle directory (default: cache dir; built if absent)")
+    p.add_argument("--out", type=Path, required=True, help="directory for paper.csv, curves.csv and plots")
+    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (sample draws and adapter init)")
+    p.add_argument("--alphas", type=int_list, help="comma-separated alphas (default 150,140,...,40)")
+    p.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of none,lora,e2e")
+    p.add_argument("--modulation", default=DEFAULT_MODULATION)
+    p.add_argument("--t", type=int, help="test vectors per batch (default: LINK_DEFAULTS)")
+    p.add_argument("--symbols-per-window", type=int)
+    p.add_argument("--code-rate", type=float)
+    p.add_argument("--b-max", type=int, help="byte budget; overrides the modulation's")
+    p.add_argument("--max-train", type=int, help="cap on training samples per batch (default: N_max)")
+    p.add_argument("--eval", dest="split", default="test", choices=("test", "validation"),
+                   help="score on the test stream, or on a validation half of the pool (for tuning)")
+    p.add_argument("--eval-images", type=int, help="score on the first N evaluation images (default: all)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--curve-seeds", type=int, default=1,
+                   help="seeds for which time-to-accuracy curves are measured (0: none)")
+    p.add_argument("--curve-epochs", type=int_list, default=CURVE_EPOCHS)
+    p.add_argument("--target-acc", type=float, default=0.95, help="fixed accuracy target of the time-to-target table")
+    p.add_argument("--no-plot", action="store_true")
+    add_adapt_flags(p)
+    return p
+
+
+def make_plan(args: argparse.Namespace) -> PaperPlan:
+    link = LINK_DEFAULTS[args.dataset]
+    modulation = Modulation.parse(args.modulation)
+    t = args.t if args.t is not None else link.t
+    b_max = args.b_max or byte_budget(modulation, args.symbols_per_window or link.symbols_per_window,
+                                      args.code_rate or link.code_rate)
+    alphas = args.alphas or DEFAULT_ALPHAS
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    bad = [m for m in methods if m not in METHODS]
+    if bad or not methods:
+        raise ConfigError(f"--methods: expected a subset of {','.join(METHODS)}, got {args.methods!r}")
+    for name in ("seeds", "threads"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name}: expected an integer >= 1, got {getattr(args, name)}")
+    if args.max_train is not None and args.max_train < 0:
+        raise ConfigError(f"--max-train: expected an integer >= 0, got {args.max_train}")
+    plan = PaperPlan(
+        dataset=args.dataset, modulation=modulation, b_max=b_max, t=t, alphas=tuple(alphas),
+        seeds=tuple(range(args.seeds)), methods=methods, adapt=adapt_config(args), split=args.split,
+        eval_images=args.eval_images, max_train=args.max_train, threads=args.threads,
+        curve_seeds=args.curve_seeds, curve_epochs=tuple(args.curve_epochs), target_acc=args.target_acc,
+    )
+    for alpha in plan.alphas:
+        plan.n_max(alpha)  # raises BudgetError if not even the test vectors fit
+    return plan
+
+
+def paper_main(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
+    plan = make_plan(args)
+    torch.set_num_threads(plan.threads)
+    started = time.monotonic()
+    dims = PRETRAIN_DEFAULTS[plan.dataset].dims
+    bundle_dir = args.bundle or default_bundle_dir(plan.dataset)
+    print(f"bundle: {bundle_dir} (pre-trained end to end at {dims} PCA dims; built if absent)", flush=True)
+    bundle = ensure_bundle(plan.dataset, out=bundle_dir, data_dir=args.data_dir, dims=dims)
+    bad = [a for a in plan.alphas if not 1 <= a <= bundle.dims]
+    if bad:
+        raise ConfigError(f"--alphas: {bad} outside the bundle's 1..{bundle.dims} PCA dims")
+    dataset = load_dataset(plan.dataset, args.data_dir)
+    env = machine()
+    print(f"bundle ready: dims={bundle.dims} held-out accuracy={bundle.meta.heldout_accuracy:.4f} "
+          f"hash={bundle.hash[:12]}")
+    print(f"link: {plan.modulation.value} B_max={plan.b_max} bytes, t={plan.t}; "
+          f"N_max per alpha: " + ", ".join(f"{a}:{plan.n_max(a)}" for a in plan.alphas))
+    print("adapt: " + ", ".join(f"{k}={v}" for k, v in asdict(plan.adapt).items() if k != "mode"))
+    print(f"seeds {list(plan.seeds)}; methods {list(plan.methods)}; scoring on {plan.split} "
+          f"({plan.eval_images or 'all'} images); machine: {env}", flush=True)
+    rows, curves = run_paper(plan, bundle, dataset)
+    out: Path = args.out
+    write_csv(out / "paper.csv", rows, PAPER_COLUMNS)
+    if curves:
+        write_csv(out / "curves.csv", curves, CURVE_COLUMNS)
+    summary = summarise(rows)
+    print()
+    print(format_table(summary))
+    if curves:
+        targets = time_to_target(curves, plan.adapt, plan.target_acc)
+        write_csv(out / "targets.csv", targets, TARGET_COLUMNS)
+        print("\ntime to accuracy target (each epoch budget a separate fit from the base; targets 'e2e'/'lora' "
+              "= what that method reaches with its configured epochs):")
+        print(format_targets(targets))
+    print()
+    for name, ok, detail in goals(summary):
+        print(f"goal {'MET' if ok else 'NOT MET'}: {name}: {detail}")
+    if not args.no_plot:
+        for path in plot(summary, curves, out, f"{plan.dataset}, {plan.modulation.value}, B_max={plan.b_max}"):
+            print(f"plot: {path}")
+    print(f"wrote {out / 'paper.csv'}" + (f", {out / 'curves.csv'} and {out / 'targets.csv'}" if curves else "")
+          + f" in {time.monotonic() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(paper_main(sys.argv[1:]))

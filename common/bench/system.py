@@ -1,0 +1,421 @@
+"""``semalign bench system``: micro and macro benchmarks of every hot path, with baselines.
+
+Payload build/parse vs a numpy copy, our ZeroMQ envelope path vs raw PUSH/PULL between two
+processes, RX's per-batch breakdown and fine-tune throughput, and the real daemons' peak
+memory and sustained batch rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from common.clock import NS_PER_S, monotonic_ns
+from common.config import LINK_DEFAULTS
+from common.data.datasets import DATASET_NAMES
+from common.errors import ConfigError, TransportError
+from common.metrics import read_metrics
+from common.modulation import Modulation, byte_budget
+from common.tools.demo import spawn_cli, stop_process
+from common.wire import messages
+from common.wire import payload as wire
+
+SECTIONS = ("payload", "transport", "rx", "daemons")
+#: Goals from the issue.
+GOAL_PAYLOAD_RATIO = 0.5
+GOAL_TRANSPORT_RATIO = 0.8
+GOAL_RX_PEAK_MB = 600.0
+#: How long to wait for the transport peer or the daemons before giving up.
+PEER_TIMEOUT_S = 60.0
+DAEMON_TIMEOUT_S = 600.0
+STOP_GRACE_S = 15.0
+
+
+# -- timing helpers ----------------------------------------------------------------------
+
+
+def best_of(fn: Callable[[], object], *, rounds: int, min_time_s: float = 0.05) -> float:
+    """Seconds per call: the median over ``rounds`` of the mean of a loop of >= ``min_time_s``."""
+    fn()
+    loops = 1
+    while True:
+        start = monotonic_ns()
+        for _ in range(loops):
+            fn()
+        if (monotonic_ns() - start) / NS_PER_S >= min_time_s or loops >= 1 << 16:
+            break
+        loops *= 2
+    samples = []
+    for _ in range(rounds):
+        start = monotonic_ns()
+        for _ in range(loops):
+            fn()
+        samples.append((monotonic_ns() - start) / NS_PER_S / loops)
+    return statistics.median(samples)
+
+
+def mb_s(nbytes: int, seconds: float) -> float:
+    return nbytes / seconds / 1e6
+
+
+# -- payload -----------------------------------------------------------------------------
+
+
+def bench_payload(alphas: tuple[int, ...], b_max: int, t: int, rounds: int) -> list[dict[str, Any]]:
+    """Build and parse throughput of full-budget payloads vs ``ndarray.copy`` of their bytes."""
+    rng = np.random.default_rng(0)
+    out = []
+    for alpha in alphas:
+        n = wire.n_max(b_max, t, alpha)
+        test = rng.standard_normal((t, alpha), dtype=np.float32)
+        train = rng.standard_normal((n, alpha), dtype=np.float32)
+        labels = rng.integers(0, 10, n)
+        buf = wire.build(test, train, labels)
+        raw = np.frombuffer(buf, dtype=np.uint8)
+        copy_s = best_of(raw.copy, rounds=rounds)
+        build_s = best_of(lambda: wire.build(test, train, labels), rounds=rounds)  # noqa: B023
+        parse_s = best_of(lambda: wire.parse(buf, max_alpha=alpha, num_classes=10), rounds=rounds)  # noqa: B023
+        size = len(buf)
+        out.append({
+            "alpha": alpha, "n": n, "bytes": size,
+            "copy_mb_s": mb_s(size, copy_s), "build_mb_s": mb_s(size, build_s), "parse_mb_s": mb_s(size, parse_s),
+            "build_ratio": copy_s / build_s, "parse_ratio": copy_s / parse_s,
+            "build_us": build_s * 1e6, "parse_us": parse_s * 1e6, "copy_us": copy_s * 1e6,
+        })
+    return out
+
+
+# -- transport ---------------------------------------------------------------------------
+
+
+def _peer(conn: Connection) -> None:
+    """The receiving process: PULL (raw baseline) and ROUTER (our path) on tcp loopback."""
+    import zmq
+
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    pull = ctx.socket(zmq.PULL)
+    router = ctx.socket(zmq.ROUTER)
+    for s in (pull, router):
+        s.setsockopt(zmq.LINGER, 0)
+    pull.bind("tcp://127.0.0.1:*")
+    router.bind("tcp://127.0.0.1:*")
+    conn.send((pull.getsockopt_string(zmq.LAST_ENDPOINT), router.getsockopt_string(zmq.LAST_ENDPOINT)))
+    try:
+        while True:
+            cmd = conn.recv()
+            if cmd is None:
+                return
+            mode, count = cmd
+            received = 0
+            for _ in range(count):
+                if mode == "raw":
+                    received += len(pull.recv(copy=False).buffer)
+                else:
+                    frames = router.recv_multipart(copy=False)
+                    # What rx.daemon does with a batch message before it parses the payload.
+                    messages.Envelope.decode(messages.unpack(frames[1].buffer))
+                    received += len(frames[2].buffer)
+            conn.send(received)
+    finally:
+        pull.close(0)
+        router.close(0)
+        ctx.term()
+
+
+def bench_transport(size: int, count: int, rounds: int) -> dict[str, Any]:
+    """Goodput of ``count`` messages of ``size`` bytes: our envelope+payload DEALER->ROUTER path
+    vs raw PUSH/PULL, between the same two processes, rounds interleaved."""
+    import zmq
+
+    mpctx = mp.get_context("spawn")
+    parent, child = mpctx.Pipe()
+    proc = mpctx.Process(target=_peer, args=(child,), daemon=True)
+    proc.start()
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    push = ctx.socket(zmq.PUSH)
+    dealer = ctx.socket(zmq.DEALER)
+    try:
+        if not parent.poll(PEER_TIMEOUT_S):
+            raise TransportError("transport benchmark peer did not start")
+        raw_ep, router_ep = parent.recv()
+        for s, ep in ((push, raw_ep), (dealer, router_ep)):
+            s.setsockopt(zmq.LINGER, 0)
+            s.connect(ep)
+        body = np.random.default_rng(0).integers(0, 256, size, dtype=np.uint8).tobytes()
+        env = messages.Envelope(batch_id=0, attempt=0, modulation="64qam", b_max=size, alpha=150,
+                                bundle="0" * 64, t_a_ns=0)
+
+        def raw() -> None:
+            for _ in range(count):
+                push.send(body, copy=False)
+
+        def ours() -> None:
+            for i in range(count):
+                dealer.send_multipart([replace(env, batch_id=i).encode(), body], copy=False)
+
+        def timed(mode: str, send: Callable[[], None]) -> float:
+            parent.send((mode, count))
+            start = monotonic_ns()
+            send()
+            if not parent.poll(PEER_TIMEOUT_S):
+                raise TransportError(f"transport peer did not confirm the {mode} round")
+            got = parent.recv()
+            elapsed = (monotonic_ns() - start) / NS_PER_S
+            if got != size * count:
+                raise TransportError(f"peer received {got} bytes, expected {size * count}")
+            return elapsed
+
+        timed("raw", raw)  # connect and warm both paths
+        timed("env", ours)
+        raw_s, ours_s = [], []
+        for i in range(rounds):
+            # Paired rounds, alternating which path goes first, so load drifting on a shared
+            # machine hits both paths alike; the ratio is the median of the per-round ratios.
+            first, second = (("raw", raw), ("env", ours)) if i % 2 == 0 else (("env", ours), ("raw", raw))
+            got = {first[0]: timed(*first), second[0]: timed(*second)}
+            raw_s.append(got["raw"])
+            ours_s.append(got["env"])
+        parent.send(None)
+    finally:
+        push.close(0)
+        dealer.close(0)
+        ctx.term()
+        proc.join(10)
+        if proc.is_alive():
+            proc.kill()
+    total = size * count
+    ratios = [r / o for r, o in zip(raw_s, ours_s, strict=True)]
+    return {"size": size, "count": count, "rounds": rounds,
+            "raw_mb_s": mb_s(total, statistics.median(raw_s)), "ours_mb_s": mb_s(total, statistics.median(ours_s)),
+            "ratio": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios)}
+
+
+# -- RX pipeline -------------------------------------------------------------------------
+
+
+def bench_rx(
+    dataset_name: str, data_dir: Path | None, bundle_dir: Path, alphas: tuple[int, ...], b_max: int,
+    t: int, batches: int, threads: tuple[int, ...],
+) -> list[dict[str, Any]]:
+    """Median per-batch parse / reconstruct / fine-tune / classify of ``rx.pipeline.Receiver``."""
+    import torch
+
+    from common.data.datasets import load_dataset
+    from common.ml.adapt import AdaptConfig
+    from common.ml.bundle import load_bundle
+    from rx.pipeline import Receiver
+
+    bundle = load_bundle(bundle_dir)
+    ds = load_dataset(dataset_name, data_dir)
+    out = []
+    for n_threads in threads:
+        for alpha in alphas:
+            receiver = Receiver(bundle, AdaptConfig(), threads=n_threads)
+            receiver.warm_up()
+            n = min(wire.n_max(b_max, t, alpha), len(ds.pool.y))
+            rng = np.random.default_rng(alpha)
+            per: dict[str, list[float]] = {k: [] for k in ("parse_s", "reconstruct_s", "finetune_s", "classify_s")}
+            for _ in range(batches):
+                test_idx = rng.choice(len(ds.test.y), t, replace=False)
+                train_idx = rng.choice(len(ds.pool.y), n, replace=False)
+                coeffs = bundle.codec.encode(np.concatenate([ds.test.x[test_idx], ds.pool.x[train_idx]]), alpha)
+                buf = wire.build(coeffs[:t], coeffs[t:], ds.pool.y[train_idx])
+                o = receiver.process(buf)
+                per["parse_s"].append(o.parse_s)
+                per["reconstruct_s"].append(o.reconstruct_s)
+                per["finetune_s"].append(o.fit.seconds)
+                per["classify_s"].append(o.classify_s)
+            med = {k: statistics.median(v) for k, v in per.items()}
+            cfg = receiver.adapt
+            out.append({"threads": n_threads, "torch_threads": torch.get_num_threads(), "alpha": alpha,
+                        "n": n, "epochs": cfg.epochs, **med,
+                        "total_s": sum(med.values()),
+                        "finetune_samples_s": n * cfg.epochs / med["finetune_s"]})
+    return out
+
+
+# -- the real daemons --------------------------------------------------------------------
+
+
+def _status_kb(pid: int, field: str) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def bench_daemons(
+    dataset_name: str, data_dir: Path | None, bundle_dir: Path, modulation: str, batches: int,
+    threads: int, workdir: Path,
+) -> dict[str, Any]:
+    """Run ``semalign rx`` and ``semalign tx`` as processes; peak RSS (VmHWM) and batch rate."""
+    from common.runtime import free_tcp_port
+
+    data_ep = f"tcp://127.0.0.1:{free_tcp_port()}"
+    ctl_ep = f"tcp://127.0.0.1:{free_tcp_port()}"
+    rx_metrics, tx_metrics = workdir / "rx-metrics.jsonl", workdir / "tx-metrics.jsonl"
+    for p in (rx_metrics, tx_metrics):
+        p.unlink(missing_ok=True)
+    common = ["--dataset", dataset_name, "--bundle", str(bundle_dir), "--log-level", "warning"]
+    if data_dir is not None:
+        common += ["--data-dir", str(data_dir)]
+    rx = spawn_cli(["rx", *common, "--bind", data_ep, "--threads", str(threads),
+                 "--metrics-out", str(rx_metrics)], workdir / "rx.log")
+    tx = spawn_cli(["tx", *common, "--endpoint", data_ep, "--control", ctl_ep, "--modulation", modulation,
+                 "--batches", "0", "--interval", "0", "--max-inflight", "2",
+                 "--metrics-out", str(tx_metrics)], workdir / "tx.log")
+    deadline = time.monotonic() + DAEMON_TIMEOUT_S
+    records: list[dict[str, Any]] = []
+    try:
+        while len(records) < batches:
+            for proc, name in ((rx, "rx"), (tx, "tx")):
+                if proc.poll() is not None:
+                    raise TransportError(f"{name} daemon exited with {proc.returncode}; see {workdir / (name + '.log')}")
+            if time.monotonic() > deadline:
+                raise TransportError(f"daemons served {len(records)} of {batches} batches in {DAEMON_TIMEOUT_S:g} s")
+            time.sleep(0.2)
+            records = read_metrics(rx_metrics) if rx_metrics.exists() else []
+        # VmHWM is the peak resident set since start; read it while both still run.
+        peak = {name: _status_kb(proc.pid, "VmHWM") for proc, name in ((rx, "rx"), (tx, "tx"))}
+        rss = {name: _status_kb(proc.pid, "VmRSS") for proc, name in ((rx, "rx"), (tx, "tx"))}
+    finally:
+        stop_process(tx, STOP_GRACE_S)
+        stop_process(rx, STOP_GRACE_S)
+    done = sorted(r["rx_done_ns"] for r in records[:batches])
+    # The first batch waits for TX's start-up; the rate is taken over the batches after it.
+    span_s = (done[-1] - done[0]) / NS_PER_S
+    rate = (len(done) - 1) / span_s if span_s > 0 else float("nan")
+    med = {k: statistics.median(r[k] for r in records[:batches])
+           for k in ("latency_finetune_s", "latency_comm_s", "latency_classify_s", "parse_s", "reconstruct_s")}
+    return {
+        "modulation": modulation, "batches": len(done), "threads": threads,
+        "alpha": records[0]["alpha"], "n_train": records[0]["n_train"],
+        "batches_per_s": rate, "rx_peak_mb": (peak["rx"] or 0) / 1024, "tx_peak_mb": (peak["tx"] or 0) / 1024,
+        "rx_rss_mb": (rss["rx"] or 0) / 1024, "tx_rss_mb": (rss["tx"] or 0) / 1024, **med,
+    }
+
+
+# -- command line ------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="semalign bench system", description=__doc__)
+    p.add_argument("--dataset", default="mnist", choices=DATASET_NAMES)
+    p.add_argument("--data-dir", type=Path)
+    p.add_argument("--bundle", type=Path, help="bundle directory (default: cache dir; built if absent)")
+    p.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
+    p.add_argument("--modulation", default="64qam")
+    p.add_argument("--alphas", default="150,40", help="alphas of the payload and RX benchmarks")
+    p.add_argument("--rounds", type=int, default=9)
+    p.add_argument("--payload-mb", type=float, default=1.0, help="message size of the transport benchmark")
+    p.add_argument("--messages", type=int, default=100, help="messages per transport round")
+    p.add_argument("--rx-batches", type=int, default=5, help="batches per RX breakdown point (median)")
+    p.add_argument("--threads", default="1,2", help="torch thread counts of the RX benchmark")
+    p.add_argument("--daemon-batches", type=int, default=20)
+    p.add_argument("--daemon-threads", type=int, default=1, help="RX daemon --threads")
+    p.add_argument("--out", type=Path, help="write system.json here")
+    return p
+
+
+def _ints(text: str, name: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ConfigError(f"--{name}: expected comma-separated integers, got {text!r}") from None
+    if not values:
+        raise ConfigError(f"--{name}: expected at least one integer")
+    return values
+
+
+def _goal(ok: bool) -> str:
+    return "goal met" if ok else "GOAL NOT MET"
+
+
+def system_main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    import torch
+
+    from common.bench.paper import machine
+
+    torch.set_num_threads(1)  # the RX section sets its own counts per measurement
+
+    sections = [s.strip() for s in args.only.split(",") if s.strip()]
+    bad = [s for s in sections if s not in SECTIONS]
+    if bad:
+        raise ConfigError(f"--only: expected a subset of {','.join(SECTIONS)}, got {bad}")
+    alphas = _ints(args.alphas, "alphas")
+    threads = _ints(args.threads, "threads")
+    link = LINK_DEFAULTS[args.dataset]
+    b_max = byte_budget(Modulation.parse(args.modulation), link.symbols_per_window, link.code_rate)
+    result: dict[str, Any] = {"machine": machine(), "b_max": b_max, "t": link.t}
+    print(f"machine: {result['machine']}; {args.modulation} B_max={b_max} t={link.t}", flush=True)
+    if "payload" in sections:
+        rows = bench_payload(alphas, b_max, link.t, args.rounds)
+        result["payload"] = rows
+        print("\npayload build/parse vs numpy copy of the same bytes (goal: ratio >= 0.5)")
+        for r in rows:
+            print(f"  alpha {r['alpha']:>3} n {r['n']:>5} {r['bytes']:>8} B: copy {r['copy_mb_s']:8.0f} MB/s | "
+                  f"build {r['build_mb_s']:7.0f} MB/s ({r['build_us']:.0f} us) ratio {r['build_ratio']:.2f} "
+                  f"{_goal(r['build_ratio'] >= GOAL_PAYLOAD_RATIO)} | parse {r['parse_mb_s']:7.0f} MB/s "
+                  f"({r['parse_us']:.0f} us) ratio {r['parse_ratio']:.2f} {_goal(r['parse_ratio'] >= GOAL_PAYLOAD_RATIO)}",
+                  flush=True)
+    if "transport" in sections:
+        tr = bench_transport(int(args.payload_mb * 1_000_000), args.messages, args.rounds)
+        result["transport"] = tr
+        print(f"\nZeroMQ goodput, {tr['count']} x {tr['size']} B, two processes, median of {tr['rounds']} paired rounds "
+              f"(goal: ratio >= 0.8)\n  raw PUSH/PULL {tr['raw_mb_s']:.0f} MB/s | envelope+payload DEALER->ROUTER "
+              f"{tr['ours_mb_s']:.0f} MB/s | ratio {tr['ratio']:.2f} (rounds {tr['ratio_min']:.2f}..{tr['ratio_max']:.2f}) "
+              f"{_goal(tr['ratio'] >= GOAL_TRANSPORT_RATIO)}",
+              flush=True)
+    bundle_dir = _bundle_dir(args) if {"rx", "daemons"} & set(sections) else Path()
+    if "rx" in sections:
+        rows = bench_rx(args.dataset, args.data_dir, bundle_dir, alphas, b_max, link.t, args.rx_batches, threads)
+        result["rx"] = rows
+        print(f"\nRX per-batch breakdown (median of {args.rx_batches} batches, LoRA defaults)")
+        for r in rows:
+            print(f"  threads {r['threads']} alpha {r['alpha']:>3} n {r['n']:>5}: parse {r['parse_s'] * 1e3:7.2f} ms "
+                  f"reconstruct {r['reconstruct_s'] * 1e3:7.2f} ms fine-tune {r['finetune_s'] * 1e3:8.1f} ms "
+                  f"classify {r['classify_s'] * 1e3:6.2f} ms | fine-tune {r['finetune_samples_s']:8.0f} samples/s",
+                  flush=True)
+    if "daemons" in sections:
+        with tempfile.TemporaryDirectory(prefix="semalign-bench-") as tmp:
+            d = bench_daemons(args.dataset, args.data_dir, bundle_dir, args.modulation, args.daemon_batches,
+                              args.daemon_threads, Path(tmp))
+        result["daemons"] = d
+        print(f"\nreal daemons, {d['modulation']} alpha {d['alpha']} N {d['n_train']}, {d['batches']} batches, "
+              f"RX --threads {d['threads']}:\n  peak RSS (VmHWM) RX {d['rx_peak_mb']:.0f} MB "
+              f"{_goal(d['rx_peak_mb'] < GOAL_RX_PEAK_MB)} (goal < {GOAL_RX_PEAK_MB:.0f} MB), TX {d['tx_peak_mb']:.0f} MB\n"
+              f"  sustained rate {d['batches_per_s']:.2f} batches/s; median fine-tune {d['latency_finetune_s'] * 1e3:.0f} ms, "
+              f"comm {d['latency_comm_s'] * 1e3:.1f} ms, classify {d['latency_classify_s'] * 1e3:.2f} ms", flush=True)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "system.json").write_text(json.dumps(result, indent=2, sort_keys=True))
+        print(f"\nwrote {args.out / 'system.json'}")
+    return 0
+
+
+def _bundle_dir(args: argparse.Namespace) -> Path:
+    from common.ml.bundle import default_bundle_dir, ensure_bundle
+
+    bundle: Path = args.bundle or default_bundle_dir(args.dataset)
+    ensure_bundle(args.dataset, out=bundle, data_dir=args.data_dir)
+    return bundle
+
+
+if __name__ == "__main__":
+    sys.exit(system_main(sys.argv[1:]))

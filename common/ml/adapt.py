@@ -1,0 +1,202 @@
+"""Receiver-side adaptation to a batch's training vectors: LoRA, end-to-end, or none.
+
+The same code serves the RX daemon and the paper benchmark, so their figures agree.
+Every batch starts from the frozen pre-trained base: adapters are reset, never accumulated.
+"""
+
+from __future__ import annotations
+
+import copy
+import enum
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from common.clock import monotonic_ns
+from common.errors import AdaptationError, ConfigError
+from common.ml.lora import LoRALinear, inject_lora, lora_parameters
+from common.ml.model import MLP
+
+
+class AdaptMode(enum.Enum):
+    LORA = "lora"
+    E2E = "e2e"
+    NONE = "none"
+
+    @classmethod
+    def parse(cls, text: str | AdaptMode) -> AdaptMode:
+        if isinstance(text, AdaptMode):
+            return text
+        try:
+            return cls(str(text).lower())
+        except ValueError:
+            raise ConfigError(
+                f"unknown adaptation mode {text!r}: expected one of lora, e2e, none"
+            ) from None
+
+
+@dataclass(frozen=True)
+class AdaptConfig:
+    """Hyper-parameters of per-batch adaptation (the ``adapt`` section of rx.yaml)."""
+
+    mode: AdaptMode = AdaptMode.LORA
+    rank: int = 8
+    lora_alpha: float = 16.0
+    #: Tuned on a validation half of the MNIST pool (docs/results.md): the pre-trained base is
+    #: already accurate, and larger steps over-fit the few hundred received samples.
+    epochs: int = 5
+    lr: float = 2e-4
+    batch_size: int = 64
+    #: End-to-end retraining starts from random weights, so it gets its own budget.
+    e2e_epochs: int = 30
+    e2e_lr: float = 3e-3
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("rank", "epochs", "batch_size", "e2e_epochs"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"adapt.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("lora_alpha", "lr", "e2e_lr"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"adapt.{name} must be > 0, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class FitStats:
+    seconds: float
+    samples: int
+    epochs: int
+    final_loss: float
+
+
+def train_epochs(
+    model: nn.Module,
+    params: list[nn.Parameter],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    generator: torch.Generator,
+) -> float:
+    """Minibatch Adam on cross-entropy; returns the mean loss of the last epoch."""
+    # The fused kernel updates every parameter in one call; the default per-tensor loop costs
+    # more than the arithmetic for adapters this small (see docs/results.md).
+    optimizer = torch.optim.Adam(params, lr=lr, fused=True)
+    model.train()
+    n = x.shape[0]
+    last = float("nan")
+    for _ in range(epochs):
+        order = torch.randperm(n, generator=generator)
+        total = 0.0
+        for start in range(0, n, batch_size):
+            idx = order[start : start + batch_size]
+            loss = F.cross_entropy(model(x.index_select(0, idx)), y.index_select(0, idx))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()  # type: ignore[no-untyped-call]
+            optimizer.step()
+            total += float(loss.detach()) * idx.numel()
+        last = total / n
+    model.eval()
+    return last
+
+
+class _CachedFirstLayer(nn.Module):
+    """A LoRA-wrapped ``Sequential`` trained on a fixed ``x``, fed row indices instead of rows.
+
+    The first layer's frozen part, ``base_layer(x)``, does not change while only adapters
+    train, so it is computed once per fit rather than once per step; it is most of the
+    network's arithmetic (784 -> 256 of the MNIST MLP). The adapter term is
+    ``LoRALinear.forward``'s, ``(x A^T B^T) * scaling``.
+    """
+
+    def __init__(self, net: nn.Sequential, x: torch.Tensor) -> None:
+        super().__init__()
+        first = net[0]
+        if not isinstance(first, LoRALinear) or first.merged:
+            raise AdaptationError("the cached first layer needs an unmerged LoRALinear first")
+        self.first = first
+        self.rest = net[1:]
+        self.x = x
+        with torch.no_grad():
+            self.base_out = first.base_layer(x)
+
+    def forward(self, rows: torch.Tensor) -> torch.Tensor:
+        first = self.first
+        x = self.x.index_select(0, rows)
+        h = self.base_out.index_select(0, rows) + (x @ first.lora_A.T @ first.lora_B.T) * first.scaling
+        out: torch.Tensor = self.rest(h)
+        return out
+
+
+def _lora_trainer(model: nn.Module, x: torch.Tensor) -> tuple[nn.Module, torch.Tensor]:
+    """What ``train_epochs`` should train and feed: the cached-first-layer view when it applies."""
+    net = getattr(model, "net", None)
+    if isinstance(net, nn.Sequential) and len(net) > 1 and isinstance(net[0], LoRALinear):
+        return _CachedFirstLayer(net, x), torch.arange(x.shape[0])
+    return model, x
+
+
+class Adapter:
+    """Holds the frozen base and adapts a working copy of it to each batch."""
+
+    def __init__(self, base: MLP, config: AdaptConfig) -> None:
+        self.config = config
+        self.base = base.eval()
+        for p in self.base.parameters():
+            p.requires_grad_(False)
+        self._lora_model: MLP | None = None
+        self._adapters: list[LoRALinear] = []
+        if config.mode is AdaptMode.LORA:
+            # A private copy, so neither training nor merge can ever write the base.
+            self._lora_model = copy.deepcopy(self.base)
+            self._adapters = inject_lora(self._lora_model, config.rank, config.lora_alpha)
+        self.model: nn.Module = self.base
+
+    def fit(self, x: torch.Tensor, y: torch.Tensor, *, seed: int = 0) -> FitStats:
+        """Adapt to ``x`` [n, D] float32 with labels ``y`` [n] int64, from the frozen base."""
+        cfg = self.config
+        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + seed)
+        start = monotonic_ns()
+        n = int(x.shape[0])
+        if cfg.mode is AdaptMode.NONE or n == 0:
+            self.model = self.base if cfg.mode is not AdaptMode.LORA else self._reset_lora(gen)
+            return FitStats((monotonic_ns() - start) / 1e9, 0, 0, float("nan"))
+        if cfg.mode is AdaptMode.LORA:
+            model = self._reset_lora(gen)
+            trainer, inputs = _lora_trainer(model, x)
+            loss = train_epochs(
+                trainer, lora_parameters(self._adapters), inputs, y,
+                epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, generator=gen,
+            )
+            epochs = cfg.epochs
+        else:
+            torch.manual_seed(cfg.seed * 1_000_003 + seed)
+            model = MLP(self.base.input_dim, self.base.hidden, self.base.num_classes)
+            loss = train_epochs(
+                model, list(model.parameters()), x, y,
+                epochs=cfg.e2e_epochs, lr=cfg.e2e_lr, batch_size=cfg.batch_size, generator=gen,
+            )
+            epochs = cfg.e2e_epochs
+        self.model = model
+        return FitStats((monotonic_ns() - start) / 1e9, n, epochs, loss)
+
+    def _reset_lora(self, gen: torch.Generator) -> nn.Module:
+        assert self._lora_model is not None
+        for adapter in self._adapters:
+            adapter.reset_adapter(gen)
+        return self._lora_model
+
+    @torch.inference_mode()
+    def predict(self, x: torch.Tensor) -> npt.NDArray[np.uint8]:
+        """Class indices [n] uint8 for ``x`` [n, D] under the currently adapted model."""
+        if x.shape[0] == 0:
+            return np.zeros(0, dtype=np.uint8)
+        self.model.eval()
+        out: npt.NDArray[np.uint8] = self.model(x).argmax(dim=1).to(torch.uint8).numpy()
+        return out

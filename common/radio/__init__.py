@@ -1,0 +1,1 @@
+"""Radio front ends behind the physical layer; hardware libraries are imported lazily."""

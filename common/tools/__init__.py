@@ -1,0 +1,1 @@
+"""Programs built from the wings: the demo and the simulated-channel process."""

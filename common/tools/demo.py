@@ -1,0 +1,192 @@
+"""``semalign demo``: RX and TX as separate processes on loopback, with a live modulation change.
+
+It builds (or reuses) the default bundle, starts both daemons, switches 256QAM -> 64QAM
+through TX's control socket halfway through, prints a per-batch table and exits. With
+``--transport sim`` a channel process sits between them and TX's AMC follows the SNR profile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from common.data.datasets import DATASET_NAMES
+from common.metrics import read_metrics
+from common.ml.bundle import default_bundle_dir, ensure_bundle
+from common.runtime import free_tcp_port
+
+#: Seconds to wait for a daemon to stop after SIGTERM before it is killed.
+STOP_GRACE_S = 10.0
+
+COLUMNS = (
+    ("batch", "{:>5}"), ("modulation", "{:>10}"), ("alpha", "{:>5}"), ("b_max", "{:>8}"),
+    ("n_train", "{:>7}"), ("payload_bytes", "{:>9}"), ("accuracy", "{:>8}"),
+    ("latency_comm_s", "{:>9}"), ("latency_finetune_s", "{:>9}"), ("latency_classify_s", "{:>9}"),
+    ("latency_e2e_s", "{:>9}"),
+)
+HEADINGS = ("batch", "mod", "alpha", "B_max", "N", "bytes", "acc", "comm s", "tune s", "class s", "e2e s")
+SIM_COLUMNS = (("snr_db", "{:>6}"), ("frames_lost", "{:>6}"), ("vectors_lost", "{:>6}"))
+SIM_HEADINGS = ("SNR dB", "fr.lost", "v.lost")
+
+
+def _cell(key: str, value: Any) -> str:
+    if value is None:
+        return "-"
+    if key == "accuracy":
+        return f"{value:.3f}"
+    if key == "snr_db":
+        return f"{value:.1f}"
+    if key.startswith("latency"):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def format_row(record: dict[str, Any], sim: bool = False) -> str:
+    columns = COLUMNS + SIM_COLUMNS if sim else COLUMNS
+    return " ".join(fmt.format(_cell(key, record.get(key))) for key, fmt in columns)
+
+
+def format_header(sim: bool = False) -> str:
+    columns, headings = (COLUMNS + SIM_COLUMNS, HEADINGS + SIM_HEADINGS) if sim else (COLUMNS, HEADINGS)
+    return " ".join(fmt.format(h) for (_, fmt), h in zip(columns, headings, strict=True))
+
+
+def spawn_cli(args: Sequence[str], log_path: Path) -> subprocess.Popen[bytes]:
+    """Start ``semalign ARGS...`` as a child process, its output going to ``log_path``."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with log_path.open("wb") as log_file:
+        return subprocess.Popen([sys.executable, "-m", "common.cli", *args],
+                                stdout=log_file, stderr=subprocess.STDOUT, env=env)
+
+
+def stop_process(proc: subprocess.Popen[bytes], grace_s: float = STOP_GRACE_S) -> int:
+    """SIGTERM, then SIGKILL after ``grace_s``; returns the exit code."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="semalign demo", description=__doc__)
+    p.add_argument("--dataset", default="digits", choices=DATASET_NAMES)
+    p.add_argument("--data-dir", type=Path)
+    p.add_argument("--batches", type=int, default=8)
+    p.add_argument("--switch-to", default="64qam", help="modulation to switch to halfway (zmq transport)")
+    p.add_argument("--transport", default="zmq", choices=("zmq", "sim"),
+                   help="sim: baseband samples through a channel process, modulation chosen by AMC")
+    p.add_argument("--snr-profile", default="37 dB, drop 7 dB at batch 4",
+                   help="Es/N0 by batch for --transport sim (see semalign channel --help)")
+    p.add_argument("--fading", default="none", choices=("none", "rayleigh", "rician"))
+    p.add_argument("--adapt", default="lora", choices=("lora", "e2e", "none"))
+    p.add_argument("--metrics-out", type=Path, help="write TX's per-batch JSON lines here too")
+    p.add_argument("--bundle", type=Path, help="bundle dir (default: built and cached on first use)")
+    p.add_argument("--workdir", type=Path, help="keep daemon logs and metrics here")
+    p.add_argument("--interval", type=float, default=0.5, help="seconds between batches")
+    p.add_argument("--timeout", type=float, default=600.0, help="give up after this many seconds")
+    args = p.parse_args(argv)
+    if args.batches < 1:
+        p.error("--batches must be >= 1")
+
+    bundle_dir = args.bundle or default_bundle_dir(args.dataset)
+    print(f"bundle: {bundle_dir} (built on first use)", flush=True)
+    tty = sys.stderr.isatty()
+
+    def on_epoch(epoch: int, loss: float) -> None:
+        if tty:
+            print(f"\rpre-training epoch {epoch + 1}, loss {loss:.4f}", end="", file=sys.stderr, flush=True)
+
+    bundle = ensure_bundle(args.dataset, out=bundle_dir, data_dir=args.data_dir, on_epoch=on_epoch)
+    if tty:
+        print(file=sys.stderr)
+    print(f"bundle ready: dims={bundle.dims} held-out accuracy={bundle.meta.heldout_accuracy:.4f} "
+          f"hash={bundle.hash[:12]}", flush=True)
+
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="semalign-demo-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    data_ep = f"tcp://127.0.0.1:{free_tcp_port()}"
+    ctl_ep = f"tcp://127.0.0.1:{free_tcp_port()}"
+    tx_metrics = args.metrics_out or workdir / "tx-metrics.jsonl"
+    for path in (tx_metrics, workdir / "rx-metrics.jsonl"):
+        Path(path).unlink(missing_ok=True)
+    common = ["--dataset", args.dataset, "--bundle", str(bundle_dir)]
+    if args.data_dir:
+        common += ["--data-dir", str(args.data_dir)]
+    sim = args.transport == "sim"
+    rx = spawn_cli(["rx", *common, "--bind", data_ep, "--adapt", args.adapt,
+                 "--metrics-out", str(workdir / "rx-metrics.jsonl")], workdir / "rx.log")
+    procs = [rx]
+    tx_ep, tx_extra = data_ep, []
+    if sim:
+        tx_ep = f"tcp://127.0.0.1:{free_tcp_port()}"
+        procs.append(spawn_cli(["channel", "--listen", tx_ep, "--forward", data_ep, "--snr-profile", args.snr_profile,
+                             "--fading", args.fading], workdir / "channel.log"))
+        tx_extra = ["--transport", "sim", "--link-policy", "amc"]
+        print(f"channel: {args.snr_profile!r}, fading {args.fading}; TX picks the modulation by AMC", flush=True)
+    tx = spawn_cli(["tx", *common, *tx_extra, "--endpoint", tx_ep, "--control", ctl_ep, "--modulation", "256qam",
+                 "--batches", str(args.batches), "--max-inflight", "1", "--hello-timeout", "120",
+                 # A short gap between batches leaves room for the live modulation switch.
+                 "--interval", str(args.interval),
+                 "--metrics-out", str(tx_metrics)], workdir / "tx.log")
+    print(f"RX pid {rx.pid} on {data_ep}; TX pid {tx.pid}, control {ctl_ep}; logs in {workdir}\n", flush=True)
+    print(format_header(sim), flush=True)
+
+    from tx.control import ControlRequest
+    from tx.ctl import request
+
+    switched = False
+    shown = 0
+    deadline = time.monotonic() + args.timeout
+    records: list[dict[str, Any]] = []
+    try:
+        while True:
+            if Path(tx_metrics).exists():
+                records = read_metrics(tx_metrics)
+            for record in records[shown:]:
+                print(format_row(record, sim), flush=True)
+            shown = len(records)
+            if not sim and not switched and shown >= args.batches // 2:
+                reply = request(ctl_ep, ControlRequest("set-modulation", args.switch_to))
+                plan = reply.get("plan", {})
+                print(f"-- ctl set-modulation {args.switch_to}: from batch {reply.get('effective_from_batch')}, "
+                      f"B_max={plan.get('b_max')} alpha={plan.get('alpha')} N_max={plan.get('n_max')}", flush=True)
+                switched = True
+            if tx.poll() is not None:
+                break
+            if any(proc.poll() is not None for proc in procs):
+                print(f"a daemon exited early; see the logs in {workdir}", file=sys.stderr)
+                break
+            if time.monotonic() > deadline:
+                print(f"demo timed out after {args.timeout:g} s", file=sys.stderr)
+                break
+            time.sleep(0.1)
+    finally:
+        tx_code = stop_process(tx)
+        for proc in procs:
+            stop_process(proc)
+    records = read_metrics(tx_metrics)
+    for record in records[shown:]:
+        print(format_row(record, sim), flush=True)
+    ok = [r for r in records if r.get("status") == "ok"]
+    if ok:
+        scored = [r for r in ok if r["accuracy"] is not None]
+        delivered = sum(r.get("n_test_delivered", r["n_test"]) for r in scored)
+        correct = sum(r["accuracy"] * r.get("n_test_delivered", r["n_test"]) for r in scored)
+        acc = f"{correct / delivered:.4f}" if delivered else "-"
+        print(f"\n{len(ok)}/{args.batches} batches acknowledged; accuracy {acc} over "
+              f"{delivered} delivered test images; TX exit code {tx_code}")
+    if tx_code != 0 or len(ok) != args.batches:
+        print(f"demo incomplete: see {workdir / 'tx.log'} and {workdir / 'rx.log'}", file=sys.stderr)
+        return 1
+    return 0

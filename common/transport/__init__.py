@@ -1,0 +1,1 @@
+"""How a batch travels between the daemons: the Bearer interface and its implementations."""

@@ -1,0 +1,68 @@
+"""TX's link plan: from the modulation and alpha policy to ``B_max``, ``alpha`` and ``N_max``.
+
+A plan is computed once per batch, so a control command takes effect from the next batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from common.config import LinkDefaults
+from common.errors import BudgetError, ConfigError
+from common.modulation import Modulation, byte_budget, proportional_alpha
+from common.wire import payload as wire
+
+POLICIES = ("proportional", "fixed")
+
+
+@dataclass(frozen=True)
+class LinkState:
+    """What the operator controls: modulation and alpha policy."""
+
+    modulation: Modulation
+    policy: str = "proportional"
+    fixed_alpha: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.policy not in POLICIES:
+            raise ConfigError(f"alpha policy: expected one of {', '.join(POLICIES)}, got {self.policy!r}")
+        if self.policy == "fixed" and (self.fixed_alpha is None or self.fixed_alpha < 1):
+            raise ConfigError(f"fixed alpha policy needs alpha >= 1, got {self.fixed_alpha}")
+
+
+@dataclass(frozen=True)
+class LinkPlan:
+    """The figures one batch is built with."""
+
+    modulation: Modulation
+    b_max: int
+    alpha: int
+    t: int
+    n_max: int
+    value_type: wire.ValueType
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "modulation": self.modulation.value,
+            "b_max": self.b_max,
+            "alpha": self.alpha,
+            "t": self.t,
+            "n_max": self.n_max,
+            "value_type": self.value_type.name.lower(),
+        }
+
+
+def make_plan(state: LinkState, dims: int, link: LinkDefaults, value_type: wire.ValueType) -> LinkPlan:
+    """Compute ``B_max``, ``alpha`` and ``N_max``; raise ``BudgetError``/``ConfigError`` if impossible."""
+    b_max = byte_budget(state.modulation, link.symbols_per_window, link.code_rate)
+    if state.policy == "fixed":
+        assert state.fixed_alpha is not None
+        alpha = state.fixed_alpha
+        if alpha > dims:
+            raise ConfigError(f"alpha {alpha} exceeds the bundle's {dims} PCA dimensions")
+    else:
+        alpha = min(dims, proportional_alpha(dims, state.modulation))
+    n = wire.n_max(b_max, link.t, alpha, value_type)
+    if link.t == 0 and n == 0:
+        raise BudgetError(f"B_max={b_max} bytes holds no vector of alpha={alpha}")
+    return LinkPlan(state.modulation, b_max, alpha, link.t, n, value_type)
