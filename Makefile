@@ -5,7 +5,7 @@ EXTRAS ?= dev,plot,sdr
 comma := ,
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: demo test lint typecheck unit venv clean
+.PHONY: demo test lint layers typecheck unit venv clean
 
 venv: $(STAMP)
 
@@ -20,13 +20,17 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check common tx rx tests
 
+# The import contracts of pyproject.toml [tool.importlinter] (e.g. tx never imports torch).
+layers: $(STAMP)
+	$(VENV)/bin/lint-imports --no-cache
+
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy common tx rx
 
 unit: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test: lint typecheck unit
+test: lint layers typecheck unit
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

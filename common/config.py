@@ -1,179 +1,130 @@
-"""Daemon configuration: YAML files (``yaml.safe_load``) overlaid with CLI flags, validated once.
+"""Config loading: a YAML file (``yaml.safe_load``) overlaid with flags, coerced onto a frozen dataclass.
 
-Errors name the file and key, what was expected and what arrived.
+Errors name the file and key, what was expected and what arrived. :func:`add_config_flags`
+gives every key (nested ones too, ``pluto.uri`` as ``--pluto-uri``) a flag.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import enum
+import inspect
+import re
 import types
 import typing
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 
 from common.errors import ConfigError
-from common.ml.adapt import AdaptConfig, AdaptMode
-from common.modulation import Modulation
-from common.radio.pluto import PlutoConfig
-from common.wire.payload import ValueType
 
 C = TypeVar("C")
+E = TypeVar("E", bound=enum.Enum)
+
+#: ``dataclasses.field(metadata=...)`` keys read here: the flag's help text (else the
+#: field's ``#:`` comment), and the strings a ``str`` field accepts.
+HELP = "help"
+CHOICES = "choices"
+
+_NONE = type(None)
 
 
-TRANSPORTS = ("zmq", "sim", "pluto")
+def load_config(cls: type[C], path: str | Path | None, overrides: Mapping[str, Any] | None = None) -> C:
+    """Read ``path`` (YAML mapping, may be None), overlay non-None ``overrides``, validate."""
+    values: dict[str, Any] = {}
+    where = "defaults"
+    if path is not None:
+        where = str(path)
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping at top level, got {type(loaded).__name__}")
+        values.update(loaded)
+    return build(cls, _overlay(values, overrides or {}), where)
 
 
-@dataclass(frozen=True)
-class LinkDefaults:
-    """Per-dataset defaults that give the demo a meaningful budget."""
-
-    t: int
-    symbols_per_window: int
-    code_rate: float
-
-
-LINK_DEFAULTS: dict[str, LinkDefaults] = {
-    # digits at dims=40: 256QAM -> alpha 40, B_max 40000, N_max 193; 64QAM -> alpha 30, N_max 191.
-    "digits": LinkDefaults(t=50, symbols_per_window=80_000, code_rate=0.5),
-    # MNIST at dims=200: 256QAM -> alpha 200, B_max 500000, N_max 521; 64QAM -> 150, 520.
-    "mnist": LinkDefaults(t=100, symbols_per_window=1_000_000, code_rate=0.5),
-    "fashion-mnist": LinkDefaults(t=100, symbols_per_window=1_000_000, code_rate=0.5),
-}
+def _overlay(values: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` with every non-None override applied; sections merge key by key."""
+    out = dict(values)
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _overlay(out[key], value)
+        else:
+            out[key] = dict(value) if isinstance(value, Mapping) else value
+    return out
 
 
-@dataclass(frozen=True)
-class TxConfig:
-    dataset: str = "digits"
-    data_dir: str | None = None
-    bundle: str | None = None
-    #: RX's data endpoint, which TX connects to.
-    endpoint: str = "tcp://127.0.0.1:5555"
-    #: TX's control endpoint (request/reply), which TX binds.
-    control: str = "tcp://127.0.0.1:5556"
-    modulation: str = "256qam"
-    alpha_policy: str = "proportional"
-    alpha: int | None = None
-    t: int | None = None
-    symbols_per_window: int | None = None
-    code_rate: float | None = None
-    value_type: str = "float32"
-    #: Batches to send; 0 streams until stopped or the test stream is exhausted.
-    batches: int = 0
-    interval_s: float = 0.0
-    max_inflight: int = 2
-    ack_timeout_s: float = 15.0
-    max_attempts: int = 6
-    hello_timeout_s: float = 0.0
-    seed: int = 0
-    metrics_out: str | None = None
-    log_level: str = "info"
-    #: zmq: payload bytes on the socket; sim: baseband samples through a channel process;
-    #: pluto: baseband samples over the air from an ADALM-Pluto (needs the ``pluto`` section).
-    transport: str = "zmq"
-    pluto: PlutoConfig | None = None
-    #: manual: modulation set by config/ctl; amc: chosen from RX's SNR reports (sim, pluto).
-    link_policy: str = "manual"
-    amc_hysteresis_db: float = 2.0
-    #: Clock sync readers: gpsd as HOST[:PORT] or "off"; chronyc's -h target.
-    gpsd: str = "127.0.0.1:2947"
-    chrony_socket: str | None = None
-    sync_interval_s: float = 300.0
-    #: Seconds between NTP-style clock probes to RX (offset estimate for unsynchronised clocks).
-    clock_probe_interval_s: float = 5.0
-
-    def __post_init__(self) -> None:
-        Modulation.parse(self.modulation)
-        ValueType.parse(self.value_type)
-        _choice("alpha_policy", self.alpha_policy, ("proportional", "fixed"))
-        _choice("transport", self.transport, TRANSPORTS)
-        _choice("link_policy", self.link_policy, ("manual", "amc"))
-        if self.link_policy == "amc" and self.transport == "zmq":
-            raise ConfigError("link_policy 'amc' needs SNR reports: expected transport sim or pluto, got zmq")
-        if self.transport == "pluto" and self.pluto is None:
-            raise ConfigError("transport 'pluto' needs a pluto section (at least uri), got none")
-        if not 0 <= self.amc_hysteresis_db <= 20:
-            raise ConfigError(f"amc_hysteresis_db: expected a number in [0, 20], got {self.amc_hysteresis_db}")
-        _choice("dataset", self.dataset, tuple(LINK_DEFAULTS))
-        if self.alpha_policy == "fixed" and self.alpha is None:
-            raise ConfigError("alpha_policy 'fixed' needs alpha: expected an integer >= 1, got nothing")
-        _at_least("alpha", self.alpha, 1)
-        _at_least("t", self.t, 0)
-        _at_least("symbols_per_window", self.symbols_per_window, 1)
-        _at_least("batches", self.batches, 0)
-        _at_least("max_inflight", self.max_inflight, 1)
-        _at_least("max_attempts", self.max_attempts, 1)
-        if self.code_rate is not None and not 0 < self.code_rate <= 1:
-            raise ConfigError(f"code_rate: expected a number in (0, 1], got {self.code_rate}")
-        for name in ("interval_s", "hello_timeout_s", "clock_probe_interval_s"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name}: expected a number >= 0, got {getattr(self, name)}")
-        if self.ack_timeout_s <= 0:
-            raise ConfigError(f"ack_timeout_s: expected a number > 0, got {self.ack_timeout_s}")
-
-    @property
-    def link(self) -> LinkDefaults:
-        d = LINK_DEFAULTS[self.dataset]
-        return LinkDefaults(
-            t=self.t if self.t is not None else d.t,
-            symbols_per_window=self.symbols_per_window or d.symbols_per_window,
-            code_rate=self.code_rate or d.code_rate,
+def build(cls: type[C], values: Mapping[str, Any], where: str) -> C:
+    """Construct dataclass ``cls`` from a mapping, coercing each value to its field's type."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(map(str, set(values) - set(fields)))  # YAML keys need not be strings
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown setting(s) {', '.join(unknown)}; expected some of {', '.join(sorted(fields))}"
         )
+    hints = typing.get_type_hints(cls)
+    kwargs = {
+        k: coerce(f"{where}: {k}", v, hints[k], fields[k].metadata.get(CHOICES)) for k, v in values.items()
+    }
+    try:
+        return cls(**kwargs)
+    except ConfigError as exc:
+        # The dataclass's own checks know the key but not the file.
+        raise ConfigError(f"{where}: {exc}") from exc
 
 
-@dataclass(frozen=True)
-class RxConfig:
-    dataset: str = "digits"
-    data_dir: str | None = None
-    bundle: str | None = None
-    #: RX's data endpoint, which RX binds.
-    bind: str = "tcp://127.0.0.1:5555"
-    adapt: AdaptConfig = field(default_factory=AdaptConfig)
-    threads: int = 1
-    #: Largest message RX accepts; larger ones are refused before they are parsed.
-    max_message_bytes: int = 64 * 1024 * 1024
-    #: The local ADALM-Pluto, for batches TX sends over the air (transport pluto).
-    pluto: PlutoConfig | None = None
-    metrics_out: str | None = None
-    log_level: str = "info"
-    gpsd: str = "127.0.0.1:2947"
-    chrony_socket: str | None = None
-    sync_interval_s: float = 300.0
+def coerce(where: str, value: Any, hint: Any, choices: Sequence[Any] | None = None) -> Any:
+    """Check ``value`` against a type hint, converting only where lossless.
 
-    def __post_init__(self) -> None:
-        _choice("dataset", self.dataset, tuple(LINK_DEFAULTS))
-        _at_least("threads", self.threads, 1)
-        _at_least("max_message_bytes", self.max_message_bytes, 1024)
-
-
-def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{name}: expected one of {', '.join(allowed)}, got {value!r}")
-
-
-def _at_least(name: str, value: int | None, lo: int) -> None:
-    if value is not None and value < lo:
-        raise ConfigError(f"{name}: expected an integer >= {lo}, got {value}")
-
-
-def _coerce(where: str, value: Any, hint: Any) -> Any:
-    """Check ``value`` against a field's type hint, converting only where lossless."""
+    Handles bool, int, float, str, any ``enum.Enum`` (by value; strings case-insensitively),
+    any dataclass (from a mapping, recursively), ``X | None`` and ``tuple[X, ...]``.
+    """
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        if value is None:
+        args = [a for a in typing.get_args(hint) if a is not _NONE]
+        if value is None and len(args) < len(typing.get_args(hint)):
             return None
-        return _coerce(where, value, args[0])
+        if len(args) == 1:
+            return coerce(where, value, args[0], choices)
+        for arg in args:
+            try:
+                return coerce(where, value, arg, choices)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{where}: expected {' or '.join(map(_describe, args))}, got {value!r}")
+    if origin is tuple:
+        return _coerce_tuple(where, value, typing.get_args(hint))
     if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         if isinstance(value, hint):
             return value
-        if not isinstance(value, dict):
+        if not isinstance(value, Mapping):
             raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
-        return _build(hint, value, where)
-    if hint is AdaptMode:
-        return AdaptMode.parse(value)
+        return build(hint, value, where)
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        out = _coerce_enum(where, value, hint)
+        if choices is not None and out.value not in choices:
+            raise ConfigError(f"{where}: expected one of {', '.join(map(str, choices))}, got {value!r}")
+        return out
+    out = _coerce_scalar(where, value, hint)
+    if choices is not None and out not in choices:
+        raise ConfigError(f"{where}: expected one of {', '.join(map(str, choices))}, got {value!r}")
+    return out
+
+
+def _coerce_scalar(where: str, value: Any, hint: Any) -> Any:
     if hint is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: expected true or false, got {value!r}")
@@ -193,42 +144,183 @@ def _coerce(where: str, value: Any, hint: Any) -> Any:
     raise ConfigError(f"{where}: unsupported setting type {hint}")
 
 
-def _build(cls: type[C], values: dict[str, Any], where: str) -> C:
+def _coerce_enum(where: str, value: Any, hint: type[enum.Enum]) -> enum.Enum:
+    if isinstance(value, hint):
+        return value
+    for member in hint:
+        if member.value == value and type(value) is not bool:
+            return member
+    if isinstance(value, str):
+        for member in hint:
+            if isinstance(member.value, str) and member.value.lower() == value.strip().lower():
+                return member
+    names = ", ".join(str(m.value) for m in hint)
+    raise ConfigError(f"{where}: expected one of {names}, got {value!r}")
+
+
+def _coerce_tuple(where: str, value: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    if not isinstance(value, list | tuple):
+        raise ConfigError(f"{where}: expected a list, got {value!r}")
+    if len(args) == 2 and args[1] is Ellipsis:
+        return tuple(coerce(f"{where}[{i}]", v, args[0]) for i, v in enumerate(value))
+    if len(value) != len(args):
+        raise ConfigError(f"{where}: expected a list of {len(args)} items, got {len(value)}")
+    return tuple(coerce(f"{where}[{i}]", v, a) for i, (v, a) in enumerate(zip(value, args, strict=True)))
+
+
+def _describe(hint: Any) -> str:
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(
+        hint, getattr(hint, "__name__", str(hint))
+    )
+
+
+# --- checks for a config's __post_init__ ---------------------------------------------
+
+
+def one_of(name: str, value: object, allowed: Sequence[object]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{name}: expected one of {', '.join(map(str, allowed))}, got {value!r}")
+
+
+def at_least(name: str, value: int | None, lo: int) -> None:
+    if value is not None and value < lo:
+        raise ConfigError(f"{name}: expected an integer >= {lo}, got {value}")
+
+
+def as_enum(cls: type[E], name: str, value: object) -> E:
+    """``value`` as a member of ``cls`` (a config built in code may pass the name)."""
+    return typing.cast(E, _coerce_enum(name, value, cls))
+
+
+# --- flags ----------------------------------------------------------------------------
+
+
+def add_config_flags(
+    parser: argparse.ArgumentParser,
+    cls: type[Any],
+    *,
+    aliases: Mapping[str, Sequence[str]] | None = None,
+    _prefix: str = "",
+) -> None:
+    """One flag per field of dataclass ``cls``: ``--field-name``, dest ``field_name``.
+
+    A dataclass field (``adapt: AdaptConfig``) contributes one flag per sub-field
+    (``--adapt-mode``, dest ``adapt.mode``). The type comes from the hint (an Enum or a
+    ``choices`` entry gives choices, a bool gives ``--x/--no-x``), the help from the field's
+    ``help`` metadata or its ``#:`` comment. ``aliases`` maps a dotted key to extra flag
+    spellings. Every default is None, so only flags given override the file; the values
+    are converted and checked by :func:`load_config`, as YAML values are.
+    """
+    aliases = aliases or {}
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise ConfigError(
-            f"{where}: unknown setting(s) {', '.join(unknown)}; expected some of {', '.join(sorted(names))}"
-        )
-    kwargs = {k: _coerce(f"{where}: {k}", v, hints[k]) for k, v in values.items()}
-    return cls(**kwargs)
+    docs = field_docs(cls)
+    for f in dataclasses.fields(cls):
+        key = _prefix + f.name
+        hint = _strip_optional(hints[f.name])
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+            add_config_flags(parser, hint, aliases=aliases, _prefix=key + ".")
+            continue
+        kwargs: dict[str, Any] = {"dest": key, "default": None}
+        choices = f.metadata.get(CHOICES)
+        if hint is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(hint) is tuple:
+            kwargs["nargs"] = "+"
+            kwargs["type"] = typing.get_args(hint)[0]
+        elif isinstance(hint, type) and issubclass(hint, enum.Enum):
+            choices = choices or [m.value for m in hint]
+            kwargs["type"] = type(choices[0])
+        elif hint in (int, float, str):
+            kwargs["type"] = hint
+        if choices is not None:
+            kwargs["choices"] = list(choices)
+        elif hint is not bool:
+            kwargs["metavar"] = f.name.upper()
+        kwargs["help"] = _help(f.metadata.get(HELP) or docs.get(f.name, ""), f)
+        parser.add_argument("--" + key.replace(".", "-").replace("_", "-"), *aliases.get(key, ()), **kwargs)
 
 
-def load_config(cls: type[C], path: str | Path | None, overrides: dict[str, Any] | None = None) -> C:
-    """Read ``path`` (YAML mapping, may be None), overlay non-None ``overrides``, validate."""
-    values: dict[str, Any] = {}
-    where = "defaults"
-    if path is not None:
-        where = str(path)
-        try:
-            text = Path(path).read_text()
-        except OSError as exc:
-            raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
-        try:
-            loaded = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: expected a mapping at top level, got {type(loaded).__name__}")
-        values.update(loaded)
-    for key, value in (overrides or {}).items():
+def config_parser(
+    cls: type[Any], prog: str, description: str, *, aliases: Mapping[str, Sequence[str]] | None = None
+) -> argparse.ArgumentParser:
+    """A parser with ``--config PATH`` and one flag per key of ``cls`` (:func:`add_config_flags`)."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--config", type=Path, help="YAML config file; flags override it")
+    add_config_flags(parser, cls, aliases=aliases)
+    return parser
+
+
+def parse_config(cls: type[C], parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> C:
+    """Parse ``argv`` with a :func:`config_parser` parser; load ``--config`` overlaid with the flags."""
+    values = flag_values(parser.parse_args(argv))
+    return load_config(cls, values.pop("config", None), values)
+
+
+def flag_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The flags given, as a nested mapping shaped like the YAML (``adapt.mode`` -> adapt: {mode})."""
+    out: dict[str, Any] = {}
+    for key, value in vars(args).items():
         if value is None:
             continue
-        if isinstance(value, dict) and isinstance(values.get(key), dict):
-            values[key] = {**values[key], **value}
+        *parents, leaf = key.split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def _strip_optional(hint: Any) -> Any:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not _NONE]
+        if len(args) == 1:
+            return args[0]
+    return hint
+
+
+def _help(text: str, f: dataclasses.Field[Any]) -> str:
+    default: Any = f.default
+    if default is dataclasses.MISSING or default is None:
+        return text.replace("%", "%%")
+    if isinstance(default, enum.Enum):
+        default = default.value
+    return f"{text} (default: {default})".strip().replace("%", "%%")
+
+
+_NUMPY_ATTRIBUTE = re.compile(r"^(\w+(?:\s*,\s*\w+)*)\s*:\s*\S")
+
+
+def field_docs(cls: type[Any]) -> dict[str, str]:
+    """Each field's documentation: its ``#:`` comment, else its entry in a numpy-style
+    ``Attributes`` section of the class docstring."""
+    docs: dict[str, str] = {}
+    in_attributes = False
+    current: list[str] = []
+    for line in (inspect.getdoc(cls) or "").splitlines():
+        stripped = line.strip()
+        if stripped == "Attributes":
+            in_attributes = True
+        elif not in_attributes or not stripped or set(stripped) == {"-"}:
+            continue
+        elif not line[0].isspace():
+            match = _NUMPY_ATTRIBUTE.match(line)
+            current = [n.strip() for n in match.group(1).split(",")] if match else []
+            in_attributes = match is not None
         else:
-            values[key] = value
-    return _build(cls, values, where)
+            for name in current:
+                docs[name] = f"{docs.get(name, '')} {stripped}".strip()
+    try:
+        source = inspect.getsource(cls)
+    except (OSError, TypeError):
+        return docs
+    comment: list[str] = []
+    for line in source.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#:"):
+            comment.append(stripped[2:].strip())
+            continue
+        match = re.match(r"(\w+)\s*:", stripped)
+        if match and comment:
+            docs[match.group(1)] = " ".join(comment)
+        comment = []
+    return docs

@@ -9,6 +9,9 @@
     ├── ProtocolError               a message from the network is malformed (untrusted input)
     │   ├── OversizeMessage         larger than the configured limit; rejected before parsing
     │   ├── EnvelopeError           the msgpack envelope frame is malformed
+    │   │   └── BadSyncMessage      a sync state, clock probe or clock reply is malformed
+    │   ├── FrameError              a radio frame's header or body is malformed (magic, CRC, fields)
+    │   ├── SampleError             a block of baseband samples has the wrong shape, dtype or length
     │   └── PayloadError            the binary payload is malformed
     │       ├── BadMagic
     │       ├── BadVersion
@@ -20,8 +23,12 @@
     │       └── NonFiniteValue      NaN or inf among the values
     ├── BudgetError                 nothing fits in the byte budget
     ├── TransportError              a link could not deliver (timeouts, closed sockets)
+    │   └── Unreachable             no peer is connected; a send could not be queued
     ├── RadioError                  the SDR front end failed (translated from pyadi-iio/libiio)
-    └── AdaptationError             fine-tuning produced an unusable model (e.g. non-finite merge)
+    │   └── SampleOverflow          TX samples exceed the DAC full scale (rejected, never wrapped)
+    ├── TimeSyncError               a clock sync-state reader could not read its source
+    ├── AdaptationError             fine-tuning produced an unusable model (e.g. non-finite merge)
+    └── BenchError                  a benchmark could not run as asked
 
 Third-party errors are translated at the boundary with ``raise ... from exc``.
 """
@@ -70,6 +77,28 @@ class EnvelopeError(ProtocolError):
     code = "envelope"
 
 
+class BadSyncMessage(EnvelopeError):
+    """A sync state, clock probe or clock reply from a peer is malformed or inconsistent."""
+
+    code = "bad_sync"
+
+
+class FrameError(ProtocolError):
+    """A received frame header or body is malformed (bad magic, CRC or inconsistent fields)."""
+
+    code = "frame"
+
+
+class SampleError(ProtocolError):
+    """Baseband samples have the wrong shape, dtype or length for the block they were given to.
+
+    Received samples are untrusted input like any network message, so this is a
+    ``ProtocolError``: a bad burst costs that burst only.
+    """
+
+    code = "samples"
+
+
 class PayloadError(ProtocolError):
     code = "payload"
 
@@ -114,9 +143,37 @@ class TransportError(SemalignError):
     code = "transport"
 
 
+class Unreachable(TransportError):
+    """No peer is connected, so a send could not be queued."""
+
+    code = "unreachable"
+
+
 class RadioError(SemalignError):
     code = "radio"
 
 
+class SampleOverflow(RadioError):
+    """TX samples exceed the DAC full scale; they are rejected instead of wrapping in int16."""
+
+    code = "sample_overflow"
+
+
+class TimeSyncError(SemalignError):
+    """A sync-state reader could not read its source (daemon absent, timeout, bad output).
+
+    Raised by the individual readers only; ``read_sync_state`` turns it into an
+    unsynchronised state with the reason, so it never reaches a daemon's loop.
+    """
+
+    code = "timesync"
+
+
 class AdaptationError(SemalignError):
     code = "adaptation"
+
+
+class BenchError(SemalignError):
+    """A benchmark could not run as asked (bad options, a link that never answered)."""
+
+    code = "bench"

@@ -14,6 +14,7 @@ import torch
 from common.clock import monotonic_ns, realtime_ns
 from common.ml.adapt import AdaptConfig, Adapter, FitStats
 from common.ml.bundle import Bundle
+from common.ml.model import load_model
 from common.wire import payload as wire
 
 
@@ -35,7 +36,7 @@ class Receiver:
         torch.set_num_threads(threads)
         self.bundle = bundle
         self.adapt = adapt
-        self.adapter = Adapter(bundle.model, adapt)
+        self.adapter = Adapter(load_model(bundle), adapt)
 
     def warm_up(self) -> float:
         """Run one tiny fit and predict so lazy torch initialisation is not billed to batch 0's C."""

@@ -57,7 +57,7 @@ def fashion_mnist_dir() -> Path:
 @pytest.fixture(scope="session")
 def digits_bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A digits model bundle built once per test session (a few seconds)."""
-    from common.ml.bundle import ensure_bundle
+    from common.ml.pretrain import ensure_bundle
 
     out = tmp_path_factory.mktemp("bundle") / "digits"
     ensure_bundle("digits", out=out)

@@ -2,31 +2,28 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from common.metrics import read_metrics
+from common.runtime import spawn_cli, stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 class Daemon:
-    """A ``python -m common.cli ROLE ...`` child process with its output in a log file."""
+    """A ``python -m common.cli ROLE ...`` child process with its output in a log file.
+
+    A thin test handle over ``common.runtime.spawn_cli``/``stop_process``.
+    """
 
     def __init__(self, role: str, args: list[str], log_path: Path) -> None:
         self.role = role
         self.log_path = log_path
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
-        self._log = log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "common.cli", role, *args],
-            stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
-        )
+        self.proc = spawn_cli([role, *args], log_path, env={"PYTHONPATH": str(ROOT)}, cwd=ROOT, append=True)
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -36,15 +33,7 @@ class Daemon:
         self.proc.wait(10)
 
     def stop(self, timeout: float = 15.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-        return self.proc.returncode
+        return stop_process(self.proc, timeout)
 
     def wait(self, timeout: float) -> int:
         try:

@@ -5,28 +5,57 @@ A plan is computed once per batch, so a control command takes effect from the ne
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
-from common.config import LinkDefaults
+from common.data.spec import LinkDefaults
 from common.errors import BudgetError, ConfigError
 from common.modulation import Modulation, byte_budget, proportional_alpha
 from common.wire import payload as wire
 
-POLICIES = ("proportional", "fixed")
+
+class AlphaPolicy(enum.StrEnum):
+    """How alpha follows the modulation."""
+
+    #: ``alpha = round(dims * bits(mod) / bits(256QAM))``: fewer coefficients on a slower link.
+    PROPORTIONAL = "proportional"
+    #: The operator's alpha, whatever the modulation.
+    FIXED = "fixed"
+
+    @classmethod
+    def parse(cls, text: str | AlphaPolicy) -> AlphaPolicy:
+        """A policy from its name (any case); ``ConfigError`` naming the choices otherwise."""
+        try:
+            return cls(str(text).strip().lower())
+        except ValueError:
+            names = ", ".join(p.value for p in cls)
+            raise ConfigError(f"alpha policy: expected one of {names}, got {text!r}") from None
+
+
+class LinkPolicy(enum.StrEnum):
+    """Who chooses the modulation."""
+
+    #: The config and ``semalign ctl set-modulation``.
+    MANUAL = "manual"
+    #: Adaptive modulation from RX's SNR reports (transports sim and pluto).
+    AMC = "amc"
+
+
+#: The alpha policies by name.
+POLICIES = tuple(p.value for p in AlphaPolicy)
 
 
 @dataclass(frozen=True)
 class LinkState:
-    """What the operator controls: modulation and alpha policy."""
+    """What the operator controls: modulation and alpha policy (a name is accepted too)."""
 
     modulation: Modulation
-    policy: str = "proportional"
+    policy: AlphaPolicy = AlphaPolicy.PROPORTIONAL
     fixed_alpha: int | None = None
 
     def __post_init__(self) -> None:
-        if self.policy not in POLICIES:
-            raise ConfigError(f"alpha policy: expected one of {', '.join(POLICIES)}, got {self.policy!r}")
-        if self.policy == "fixed" and (self.fixed_alpha is None or self.fixed_alpha < 1):
+        object.__setattr__(self, "policy", AlphaPolicy.parse(self.policy))
+        if self.policy is AlphaPolicy.FIXED and (self.fixed_alpha is None or self.fixed_alpha < 1):
             raise ConfigError(f"fixed alpha policy needs alpha >= 1, got {self.fixed_alpha}")
 
 
@@ -55,7 +84,7 @@ class LinkPlan:
 def make_plan(state: LinkState, dims: int, link: LinkDefaults, value_type: wire.ValueType) -> LinkPlan:
     """Compute ``B_max``, ``alpha`` and ``N_max``; raise ``BudgetError``/``ConfigError`` if impossible."""
     b_max = byte_budget(state.modulation, link.symbols_per_window, link.code_rate)
-    if state.policy == "fixed":
+    if state.policy is AlphaPolicy.FIXED:
         assert state.fixed_alpha is not None
         alpha = state.fixed_alpha
         if alpha > dims:

@@ -22,7 +22,8 @@ from common.errors import ConfigError
 from common.modulation import Modulation
 from common.phy.channel import Channel, ChannelConfig
 from common.phy.config import PhyConfig
-from common.phy.modem import Receiver, Transmitter
+from common.phy.demodulator import Demodulator
+from common.phy.modulator import Modulator
 
 #: Throughput goal for modulate + demodulate on one core, in samples per second.
 GOAL_SAMPLES_PER_S = 4e6
@@ -76,7 +77,7 @@ def _throughput(
 ) -> list[dict[str, Any]]:
     rng = np.random.default_rng(seed)
     payload = rng.integers(0, 256, payload_bytes, dtype=np.uint8).tobytes()
-    tx, rx = Transmitter(config), Receiver(config)
+    tx, rx = Modulator(config), Demodulator(config)
     rows = []
     for mod in modulations:
         samples = tx(payload, mod, 1)
@@ -114,7 +115,7 @@ def _goodput(
     rng = np.random.default_rng(seed)
     payload = rng.integers(0, 256, payload_bytes, dtype=np.uint8).tobytes()
     reference = np.frombuffer(payload, dtype=np.uint8)
-    tx, rx = Transmitter(config), Receiver(config)
+    tx, rx = Modulator(config), Demodulator(config)
     rows = []
     for mod in modulations:
         samples = tx(payload, mod, 2)

@@ -23,12 +23,11 @@ from typing import Any
 import numpy as np
 
 from common.clock import NS_PER_S, monotonic_ns
-from common.config import LINK_DEFAULTS
-from common.data.datasets import DATASET_NAMES
+from common.data.spec import DATASET_NAMES, LINK_DEFAULTS
 from common.errors import ConfigError, TransportError
 from common.metrics import read_metrics
 from common.modulation import Modulation, byte_budget
-from common.tools.demo import spawn_cli, stop_process
+from common.runtime import free_tcp_port, spawn_cli, stop_process
 from common.wire import messages
 from common.wire import payload as wire
 
@@ -212,7 +211,7 @@ def bench_rx(
     """Median per-batch parse / reconstruct / fine-tune / classify of ``rx.pipeline.Receiver``."""
     import torch
 
-    from common.data.datasets import load_dataset
+    from common.data.spec import load_dataset
     from common.ml.adapt import AdaptConfig
     from common.ml.bundle import load_bundle
     from rx.pipeline import Receiver
@@ -264,8 +263,6 @@ def bench_daemons(
     threads: int, workdir: Path,
 ) -> dict[str, Any]:
     """Run ``semalign rx`` and ``semalign tx`` as processes; peak RSS (VmHWM) and batch rate."""
-    from common.runtime import free_tcp_port
-
     data_ep = f"tcp://127.0.0.1:{free_tcp_port()}"
     ctl_ep = f"tcp://127.0.0.1:{free_tcp_port()}"
     rx_metrics, tx_metrics = workdir / "rx-metrics.jsonl", workdir / "tx-metrics.jsonl"
@@ -350,7 +347,7 @@ def system_main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     import torch
 
-    from common.bench.paper import machine
+    from common.bench.report import machine
 
     torch.set_num_threads(1)  # the RX section sets its own counts per measurement
 
@@ -410,7 +407,8 @@ def system_main(argv: list[str]) -> int:
 
 
 def _bundle_dir(args: argparse.Namespace) -> Path:
-    from common.ml.bundle import default_bundle_dir, ensure_bundle
+    from common.ml.bundle import default_bundle_dir
+    from common.ml.pretrain import ensure_bundle
 
     bundle: Path = args.bundle or default_bundle_dir(args.dataset)
     ensure_bundle(args.dataset, out=bundle, data_dir=args.data_dir)

@@ -19,21 +19,21 @@ import torch
 
 from common.bench.paper import (
     DEFAULT_MODULATION,
-    BenchError,
     accuracy,
     adapt_config,
     add_adapt_flags,
     int_list,
-    mean_std,
     reconstruct,
     sources,
-    write_csv,
 )
-from common.config import LINK_DEFAULTS
-from common.data.datasets import DATASET_NAMES, load_dataset
+from common.bench.report import mean_std, write_csv
+from common.data.spec import DATASET_NAMES, LINK_DEFAULTS, load_dataset
+from common.errors import BenchError
 from common.log import progress
 from common.ml.adapt import AdaptConfig, Adapter, AdaptMode
-from common.ml.bundle import PRETRAIN_DEFAULTS, default_bundle_dir, ensure_bundle
+from common.ml.bundle import PRETRAIN_DEFAULTS, default_bundle_dir
+from common.ml.model import load_model
+from common.ml.pretrain import ensure_bundle
 from common.modulation import Modulation, byte_budget
 from common.wire.payload import n_max
 
@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     src = sources(load_dataset(args.dataset, args.data_dir), "validation")
     print(f"validation: fine-tune samples from pool[:{len(src.pool.y)}], scored on the other "
           f"{len(src.evaluation.y)} pool images; B_max={b_max}, t={link.t}; base {base}", flush=True)
-    Adapter(bundle.model, base).fit(torch.rand(8, bundle.meta.input_dim), torch.zeros(8, dtype=torch.int64))
+    model = load_model(bundle)
+    Adapter(model, base).fit(torch.rand(8, bundle.meta.input_dim), torch.zeros(8, dtype=torch.int64))
     rows: list[dict[str, Any]] = []
     for alpha in args.alphas:
         x_val = reconstruct(bundle, src.evaluation.x, alpha)
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             x = reconstruct(bundle, src.pool.x[idx], alpha)
             y = torch.from_numpy(src.pool.y[idx])
             for overrides in progress(grid, f"alpha {alpha} seed {seed}"):
-                adapter = Adapter(bundle.model, replace(base, seed=seed, **overrides))
+                adapter = Adapter(model, replace(base, seed=seed, **overrides))
                 stats = adapter.fit(x, y)
                 rows.append({"config": label(overrides), "alpha": alpha, "seed": seed, "n_train": n,
                              "finetune_s": stats.seconds,

@@ -7,7 +7,6 @@ Every batch starts from the frozen pre-trained base: adapters are reset, never a
 from __future__ import annotations
 
 import copy
-import enum
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,52 +16,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from common.clock import monotonic_ns
-from common.errors import AdaptationError, ConfigError
+from common.errors import AdaptationError
+from common.ml.config import AdaptConfig as AdaptConfig  # re-exported: importers predate ml.config
+from common.ml.config import AdaptMode as AdaptMode
 from common.ml.lora import LoRALinear, inject_lora, lora_parameters
 from common.ml.model import MLP
-
-
-class AdaptMode(enum.Enum):
-    LORA = "lora"
-    E2E = "e2e"
-    NONE = "none"
-
-    @classmethod
-    def parse(cls, text: str | AdaptMode) -> AdaptMode:
-        if isinstance(text, AdaptMode):
-            return text
-        try:
-            return cls(str(text).lower())
-        except ValueError:
-            raise ConfigError(
-                f"unknown adaptation mode {text!r}: expected one of lora, e2e, none"
-            ) from None
-
-
-@dataclass(frozen=True)
-class AdaptConfig:
-    """Hyper-parameters of per-batch adaptation (the ``adapt`` section of rx.yaml)."""
-
-    mode: AdaptMode = AdaptMode.LORA
-    rank: int = 8
-    lora_alpha: float = 16.0
-    #: Tuned on a validation half of the MNIST pool (docs/results.md): the pre-trained base is
-    #: already accurate, and larger steps over-fit the few hundred received samples.
-    epochs: int = 5
-    lr: float = 2e-4
-    batch_size: int = 64
-    #: End-to-end retraining starts from random weights, so it gets its own budget.
-    e2e_epochs: int = 30
-    e2e_lr: float = 3e-3
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("rank", "epochs", "batch_size", "e2e_epochs"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"adapt.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("lora_alpha", "lr", "e2e_lr"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"adapt.{name} must be > 0, got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)

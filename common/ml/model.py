@@ -1,21 +1,20 @@
-"""The receiver's classifier (an MLP over reconstructed images) and the PCA codec.
+"""The receiver's classifier, an MLP over reconstructed images, and its loading from a bundle.
 
-Both TX and RX hold the same PCA basis; TX keeps the first ``alpha`` coefficients and RX
-reconstructs with the same ``alpha`` rows, so a smaller alpha is a coarser image.
+This is where torch enters: RX calls ``load_model``; TX never imports this module.
 """
 
 from __future__ import annotations
 
+import io
 import itertools
+import pickle
 from collections.abc import Sequence
-from dataclasses import dataclass
 
-import numpy as np
-import numpy.typing as npt
 import torch
 from torch import nn
 
-F32 = npt.NDArray[np.float32]
+from common.errors import BundleError
+from common.ml.bundle import WEIGHTS_FILE, Bundle
 
 
 class MLP(nn.Module):
@@ -39,52 +38,21 @@ class MLP(nn.Module):
         return out
 
 
-@dataclass(frozen=True)
-class PCACodec:
-    """Encode images to their first ``alpha`` principal coefficients and back.
+def load_model(bundle: Bundle) -> MLP:
+    """The bundle's pre-trained MLP, in eval mode; raises ``BundleError`` on anything amiss.
 
-    ``mean`` [D] float32, ``components`` [K, D] float32 with orthonormal rows.
+    The weights are read once and checked against their recorded sha256 before
+    ``torch.load(weights_only=True)`` sees them, so the model is the one the hash names.
     """
-
-    mean: F32
-    components: F32
-
-    @property
-    def dims(self) -> int:
-        return int(self.components.shape[0])
-
-    @property
-    def input_dim(self) -> int:
-        return int(self.components.shape[1])
-
-    def encode(self, images: F32, alpha: int) -> F32:
-        """images [n, D] -> coefficients [n, alpha] float32."""
-        self._check_alpha(alpha)
-        out: F32 = np.asarray((images - self.mean) @ self.components[:alpha].T, dtype=np.float32)
-        return out
-
-    def decode(self, coeffs: npt.NDArray[np.floating], out: F32 | None = None) -> F32:
-        """coefficients [n, alpha] -> reconstructed images [n, D] float32 (``out`` reused if given)."""
-        alpha = coeffs.shape[1]
-        self._check_alpha(alpha)
-        result: F32 = np.matmul(coeffs.astype(np.float32, copy=False), self.components[:alpha], out=out)
-        result += self.mean
-        return result
-
-    def _check_alpha(self, alpha: int) -> None:
-        if not 1 <= alpha <= self.dims:
-            raise ValueError(f"alpha={alpha} is outside 1..{self.dims}")
-
-
-def fit_pca(x: F32, dims: int, seed: int = 0) -> PCACodec:
-    """Fit a ``dims``-component PCA basis to ``x`` [n, D]."""
-    from sklearn.decomposition import PCA
-
-    if not 1 <= dims <= min(x.shape):
-        raise ValueError(f"dims={dims} must be in 1..{min(x.shape)} for data of shape {x.shape}")
-    pca = PCA(n_components=dims, svd_solver="randomized" if dims < min(x.shape) // 2 else "full", random_state=seed)
-    pca.fit(x)
-    return PCACodec(
-        mean=np.ascontiguousarray(pca.mean_, dtype=np.float32),
-        components=np.ascontiguousarray(pca.components_, dtype=np.float32),
-    )
+    meta = bundle.meta
+    data = bundle.read_file(WEIGHTS_FILE)
+    try:
+        state = torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+    except (OSError, ValueError, RuntimeError, pickle.UnpicklingError) as exc:
+        raise BundleError(f"{bundle.path}: cannot read {WEIGHTS_FILE} ({exc})") from exc
+    model = MLP(meta.input_dim, meta.hidden, meta.num_classes)
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        raise BundleError(f"{bundle.path}: weights do not fit the recorded architecture ({exc})") from exc
+    return model.eval()

@@ -1,6 +1,7 @@
-"""The radio physical layer of semalign: modem, frames, channel simulator, AMC.
+"""The radio physical layer of semalign: DSP blocks only, one block family per module.
 
 Daemons use ``modulate_payload``/``demodulate_payload``, ``Channel``, and ``AmcPolicy``.
+The Pluto driver lives in ``common.radio``; errors live in ``common.errors``.
 """
 
 from __future__ import annotations
@@ -10,16 +11,14 @@ from common.phy.channel import Channel, ChannelConfig, SnrProfile, normalised_cf
 from common.phy.config import PhyConfig
 from common.phy.constellation import Constellation, Demapper, HardDemapper, Mapper
 from common.phy.contract import RX_BITS, TX_FULL_SCALE, quantise_rx, tx_to_int16
-from common.phy.errors import FrameError, SampleOverflow
-from common.phy.modem import (
+from common.phy.demodulator import (
     DecodedFrame,
+    Demodulator,
     FrameReport,
     PhyResult,
-    Receiver,
-    Transmitter,
     demodulate_payload,
-    modulate_payload,
 )
+from common.phy.modulator import Modulator, modulate_payload
 from common.phy.theory import ber_awgn, esn0_db_for_ber
 
 __all__ = [
@@ -32,16 +31,14 @@ __all__ = [
     "Constellation",
     "DecodedFrame",
     "Demapper",
-    "FrameError",
+    "Demodulator",
     "FrameReport",
     "HardDemapper",
     "Mapper",
+    "Modulator",
     "PhyConfig",
     "PhyResult",
-    "Receiver",
-    "SampleOverflow",
     "SnrProfile",
-    "Transmitter",
     "ber_awgn",
     "demodulate_payload",
     "esn0_db_for_ber",

@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy.signal import oaconvolve
 
-from common.errors import ConfigError
+from common.errors import ConfigError, SampleError
 from common.phy.contract import (
     RX_FULL_SCALE,
     TX_FULL_SCALE,
@@ -163,7 +163,7 @@ class Channel:
         """View Pluto-contract output as ``[n_buffers, rx_buffer_size]`` complex128."""
         size = self.config.rx_buffer_size
         if received.size % size:
-            raise ConfigError(f"{received.size} samples are not whole {size}-sample buffers")
+            raise SampleError(f"{received.size} samples are not whole {size}-sample buffers")
         return received.reshape(-1, size)
 
     def _complex_normal(self, n: int) -> npt.NDArray[np.complex128]:
@@ -196,7 +196,7 @@ class Channel:
             raise ConfigError("snr_db must be a number")
         x = np.asarray(samples)
         if x.ndim != 1 or not np.iscomplexobj(x):
-            raise ConfigError(f"samples must be a 1-D complex array, got {x.dtype} {x.shape}")
+            raise SampleError(f"samples must be a 1-D complex array, got {x.dtype} {x.shape}")
         if cfg.pluto:
             x = int16_to_complex(tx_to_int16(x)) / TX_FULL_SCALE
         x = x.astype(np.complex128)

@@ -8,8 +8,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from common.errors import ConfigError
-from common.phy.errors import SampleOverflow
+from common.errors import ConfigError, SampleError, SampleOverflow
 
 #: TX full scale: pyadi-iio passes I and Q to the AD936x DAC as int16 where +-1.0 of
 #: the baseband maps to +-2**14 (the DAC is 12-bit, MSB-aligned with headroom).
@@ -36,12 +35,14 @@ def tx_to_int16(samples: npt.ArrayLike) -> npt.NDArray[np.int16]:
     SampleOverflow
         If any component would exceed ``2**14`` after rounding, or is not finite. A plain
         ``astype(np.int16)`` (what pyadi-iio does) would wrap such values silently.
+    SampleError
+        If ``samples`` is not a 1-D complex array.
     """
     x = np.asarray(samples)
     if x.ndim != 1:
-        raise ConfigError(f"TX samples must be 1-D, got shape {x.shape}")
+        raise SampleError(f"TX samples must be 1-D, got shape {x.shape}")
     if not np.iscomplexobj(x):
-        raise ConfigError(f"TX samples must be complex, got dtype {x.dtype}")
+        raise SampleError(f"TX samples must be complex, got dtype {x.dtype}")
     rails = np.empty((x.size, 2), dtype=np.float64)
     rails[:, 0] = x.real
     rails[:, 1] = x.imag
@@ -62,7 +63,7 @@ def int16_to_complex(iq: npt.NDArray[np.int16]) -> npt.NDArray[np.complex128]:
     """[n, 2] int16 I/Q -> [n] complex128 with the same integer values (what ``tx()`` takes)."""
     arr = np.asarray(iq)
     if arr.ndim != 2 or arr.shape[1] != 2:
-        raise ConfigError(f"I/Q pairs must have shape [n, 2], got {arr.shape}")
+        raise SampleError(f"I/Q pairs must have shape [n, 2], got {arr.shape}")
     return np.asarray(arr[:, 0] + 1j * arr[:, 1].astype(np.float64), dtype=np.complex128)
 
 
@@ -83,5 +84,5 @@ def to_buffers(samples: npt.NDArray[np.complex128], buffer_size: int) -> npt.NDA
     if buffer_size <= 0:
         raise ConfigError(f"buffer_size must be > 0, got {buffer_size}")
     if samples.size % buffer_size:
-        raise ConfigError(f"{samples.size} samples are not a whole number of {buffer_size}-sample buffers")
+        raise SampleError(f"{samples.size} samples are not a whole number of {buffer_size}-sample buffers")
     return samples.reshape(-1, buffer_size)

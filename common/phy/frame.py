@@ -15,9 +15,9 @@ from functools import cache
 import numpy as np
 import numpy.typing as npt
 
+from common.errors import FrameError
 from common.modulation import Modulation
 from common.phy.config import PhyConfig
-from common.phy.errors import FrameError
 
 ComplexArray = npt.NDArray[np.complex64]
 IntArray = npt.NDArray[np.int64]

@@ -13,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy.signal import oaconvolve
 
-from common.errors import ConfigError
+from common.errors import ConfigError, SampleError
 from common.phy.config import PhyConfig
 from common.phy.frame import zadoff_chu
 
@@ -130,7 +130,7 @@ class PreambleDetector:
     def __call__(self, x: npt.ArrayLike) -> list[Detection]:
         arr = np.asarray(x)
         if arr.ndim != 1:
-            raise ConfigError(f"samples must be 1-D, got shape {arr.shape}")
+            raise SampleError(f"samples must be 1-D, got shape {arr.shape}")
         arr = arr.astype(np.complex64, copy=False)
         span = self.repeats * self.period
         if arr.size < span + 2:

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from common.errors import ConfigError, RadioError
+from common.errors import ConfigError, RadioError, SampleError
 from common.phy.contract import int16_to_complex, tx_to_int16
 
 T = TypeVar("T")
@@ -250,7 +250,7 @@ class PlutoRadio:
         iq = tx_to_int16(np.asarray(samples))  # raises SampleOverflow instead of wrapping
         size = cfg.tx_buffer_size
         if cfg.tx_cyclic and iq.shape[0] > size:
-            raise ConfigError(
+            raise SampleError(
                 f"a cyclic transmission must fit one {size}-sample TX buffer, got {iq.shape[0]}"
             )
         n_buf = max(1, -(-iq.shape[0] // size))

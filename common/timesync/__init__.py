@@ -5,6 +5,7 @@ The package's public names: ``SyncMonitor`` for the daemons, ``clock_main`` for 
 
 from __future__ import annotations
 
+from common.errors import BadSyncMessage, TimeSyncError
 from common.timesync.cli import clock_main, format_report
 from common.timesync.latency import (
     ALL_FLAGS,
@@ -47,15 +48,7 @@ from common.timesync.readers import (
     read_sync_state,
     state_from_readings,
 )
-from common.timesync.state import (
-    BadSyncMessage,
-    GpsStatus,
-    Leap,
-    Reader,
-    SyncSource,
-    SyncState,
-    TimeSyncError,
-)
+from common.timesync.state import GpsStatus, Leap, Reader, SyncSource, SyncState
 
 __all__ = [
     "ALL_FLAGS",

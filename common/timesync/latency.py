@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from common.clock import NS_PER_S
+from common.errors import BadSyncMessage
 from common.timesync.state import (
     MAX_NS,
-    BadSyncMessage,
     SyncState,
     _bool,
     _enum,

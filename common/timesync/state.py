@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from common.errors import EnvelopeError, SemalignError
+from common.errors import BadSyncMessage
 
 #: Largest magnitude any nanosecond field may carry: msgpack's int64, about 292 years.
 MAX_NS = 2**63 - 1
@@ -22,22 +22,6 @@ def clip_text(text: str) -> str:
     """Make free text fit the wire: printable and at most ``MAX_TEXT`` characters."""
     clean = "".join(ch if ch.isprintable() else " " for ch in text)
     return clean if len(clean) <= MAX_TEXT else clean[: MAX_TEXT - 1] + "…"
-
-
-class TimeSyncError(SemalignError):
-    """A sync-state reader could not read its source (daemon absent, timeout, bad output).
-
-    Raised by the individual readers only; ``read_sync_state`` turns it into an
-    unsynchronised state with the reason, so it never reaches a daemon's loop.
-    """
-
-    code = "timesync"
-
-
-class BadSyncMessage(EnvelopeError):
-    """A sync state, clock probe or clock reply from a peer is malformed or inconsistent."""
-
-    code = "bad_sync"
 
 
 class SyncSource(enum.Enum):

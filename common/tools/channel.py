@@ -17,6 +17,7 @@ from common.errors import ProtocolError, SemalignError
 from common.log import configure, get_logger
 from common.phy import Channel, ChannelConfig, SnrProfile
 from common.runtime import StopFlag
+from common.transport.base import Transport
 from common.transport.zmq import make_socket
 from common.wire import messages
 
@@ -78,7 +79,7 @@ class ChannelProcess:
         if len(frames) != 2:
             return frames
         meta = messages.unpack(frames[0])
-        if meta.get("kind") != messages.KIND_BATCH or meta.get("transport") != "sim":
+        if meta.get("kind") != messages.KIND_BATCH or meta.get("transport") != Transport.SIM:
             return frames
         env = messages.Envelope.decode(meta)
         if len(frames[1]) % 8 or len(frames[1]) > MAX_SAMPLE_BYTES:

@@ -8,22 +8,17 @@ through TX's control socket halfway through, prints a per-batch table and exits.
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from common.data.datasets import DATASET_NAMES
+from common.data.spec import DATASET_NAMES
 from common.metrics import read_metrics
-from common.ml.bundle import default_bundle_dir, ensure_bundle
-from common.runtime import free_tcp_port
-
-#: Seconds to wait for a daemon to stop after SIGTERM before it is killed.
-STOP_GRACE_S = 10.0
+from common.ml.bundle import default_bundle_dir
+from common.ml.pretrain import ensure_bundle
+from common.runtime import free_tcp_port, spawn_cli, stop_process
 
 COLUMNS = (
     ("batch", "{:>5}"), ("modulation", "{:>10}"), ("alpha", "{:>5}"), ("b_max", "{:>8}"),
@@ -56,26 +51,6 @@ def format_row(record: dict[str, Any], sim: bool = False) -> str:
 def format_header(sim: bool = False) -> str:
     columns, headings = (COLUMNS + SIM_COLUMNS, HEADINGS + SIM_HEADINGS) if sim else (COLUMNS, HEADINGS)
     return " ".join(fmt.format(h) for (_, fmt), h in zip(columns, headings, strict=True))
-
-
-def spawn_cli(args: Sequence[str], log_path: Path) -> subprocess.Popen[bytes]:
-    """Start ``semalign ARGS...`` as a child process, its output going to ``log_path``."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    with log_path.open("wb") as log_file:
-        return subprocess.Popen([sys.executable, "-m", "common.cli", *args],
-                                stdout=log_file, stderr=subprocess.STDOUT, env=env)
-
-
-def stop_process(proc: subprocess.Popen[bytes], grace_s: float = STOP_GRACE_S) -> int:
-    """SIGTERM, then SIGKILL after ``grace_s``; returns the exit code."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(grace_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    return proc.returncode
 
 
 def main(argv: list[str] | None = None) -> int:

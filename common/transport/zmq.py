@@ -1,17 +1,104 @@
-"""ZeroMQ sockets as semalign sets them up: LINGER 0, and a MAXMSGSIZE backstop where asked.
+"""ZeroMQ: the wires between the daemons (TX's DEALER, RX's ROUTER) and the plain bytes bearer.
 
-LINGER 0 keeps a daemon from hanging at exit on undeliverable messages (zguide).
+pyzmq's errors stop here: a send that cannot be queued becomes ``Unreachable``. Sockets
+get LINGER 0 so a daemon never hangs at exit on undeliverable messages (zguide).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import ClassVar
+
 import zmq
 
+from common.errors import Unreachable
+from common.transport.base import Bearer, Notify, Received, Sent, Transport, Wire, send_frames
+from common.wire.messages import Envelope
 
-def make_socket(ctx: zmq.Context[zmq.Socket[bytes]], kind: int, *, max_msg: int | None = None) -> zmq.Socket[bytes]:
+Context = zmq.Context[zmq.Socket[bytes]]
+
+
+def make_socket(ctx: Context, kind: int, *, max_msg: int | None = None) -> zmq.Socket[bytes]:
     sock = ctx.socket(kind)
     sock.setsockopt(zmq.LINGER, 0)
     if max_msg is not None:
         # Transport-level backstop: zmq drops the peer before allocating an oversize message.
         sock.setsockopt(zmq.MAXMSGSIZE, max_msg)
     return sock
+
+
+class ZmqBearer(Bearer):
+    """The payload bytes themselves in the frame beside the envelope."""
+
+    transport: ClassVar[Transport] = Transport.ZMQ
+
+    def send(self, wire: Wire, envelope: Envelope, payload: bytes) -> Sent:
+        return send_frames(wire, envelope, payload)
+
+    def receive(self, envelope: Envelope, frame: memoryview, notify: Notify) -> Received:
+        return Received(frame)
+
+
+class DealerWire:
+    """TX's end: a DEALER connected to RX that refuses to queue for an absent peer."""
+
+    def __init__(self, ctx: Context, endpoint: str) -> None:
+        self._ctx = ctx
+        self.endpoint = endpoint
+        self.socket = self._connect()
+
+    def _connect(self) -> zmq.Socket[bytes]:
+        sock = make_socket(self._ctx, zmq.DEALER)
+        # With IMMEDIATE a send to a peer that is not connected fails at once and the batch
+        # stays ours, instead of vanishing into a pipe to a dead receiver.
+        sock.setsockopt(zmq.IMMEDIATE, 1)
+        sock.connect(self.endpoint)
+        return sock
+
+    def send(self, frames: Sequence[bytes | memoryview]) -> None:
+        try:
+            self.socket.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            raise Unreachable(f"no receiver connected at {self.endpoint}") from None
+
+    def recv(self) -> list[bytes] | None:
+        """One waiting message, or None."""
+        try:
+            return self.socket.recv_multipart(flags=zmq.NOBLOCK)
+        except zmq.Again:
+            return None
+
+    def rebuild(self) -> zmq.Socket[bytes]:
+        """A fresh socket (Lazy Pirate): the old one may hold a pipe to a dead peer."""
+        self.socket.close(0)
+        self.socket = self._connect()
+        return self.socket
+
+    def close(self) -> None:
+        self.socket.close(0)
+
+
+class RouterWire:
+    """RX's end: a ROUTER bound for any number of senders, with a message-size backstop."""
+
+    def __init__(self, ctx: Context, bind: str, *, max_msg: int | None = None) -> None:
+        self.socket = make_socket(ctx, zmq.ROUTER, max_msg=max_msg)
+        self.socket.bind(bind)
+        self.endpoint = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
+
+    def poll(self, timeout_ms: int) -> bool:
+        return bool(self.socket.poll(timeout_ms))
+
+    def recv(self) -> tuple[bytes, list[memoryview]]:
+        """The sender's identity and the message's frames (zero-copy views)."""
+        frames = self.socket.recv_multipart(copy=False)
+        return frames[0].bytes, [f.buffer for f in frames[1:]]
+
+    def reply(self, peer: bytes, frame: bytes) -> None:
+        try:
+            self.socket.send_multipart([peer, frame], flags=zmq.NOBLOCK)
+        except zmq.Again:
+            raise Unreachable("peer gone or its send queue is full") from None
+
+    def close(self) -> None:
+        self.socket.close(0)

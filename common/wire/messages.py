@@ -1,4 +1,4 @@
-"""The small msgpack frames that travel beside the payload: envelope, hello, report, error.
+"""The small msgpack frames that travel beside the payload: envelope, hello, report, error, clock, air-ready.
 
 Every decoder treats its bytes as untrusted: size first, then types and ranges, and any
 failure is an ``EnvelopeError``. Arrays never travel here except predictions (raw bytes).
@@ -6,13 +6,16 @@ failure is an ``EnvelopeError``. Arrays never travel here except predictions (ra
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
 
-from common.errors import EnvelopeError
+from common.errors import BadValueType, EnvelopeError
+from common.timesync.latency import ClockReply
+from common.wire import payload
 
 #: Upper bound on any metadata frame; checked before unpacking.
 MAX_META_BYTES = 64 * 1024
@@ -115,6 +118,23 @@ class Envelope:
 
     def encode(self) -> bytes:
         return _pack({"v": PROTOCOL, "kind": KIND_BATCH, **vars(self)})
+
+    def replace(self, **changes: Any) -> Envelope:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def header(self) -> payload.Header:
+        """The payload header this envelope announces; ``BadValueType`` for an unknown type."""
+        try:
+            value_type = payload.ValueType(self.value_type)
+        except ValueError:
+            raise BadValueType(f"unknown value type {self.value_type} in the envelope") from None
+        return payload.Header(payload.VERSION, value_type, self.alpha, self.t, self.n)
+
+    @property
+    def payload_size(self) -> int:
+        """Bytes of the payload this envelope announces (checked against limits before allocating)."""
+        return self.header.size
 
     @classmethod
     def decode(cls, obj: Mapping[str, Any]) -> Envelope:
@@ -227,20 +247,36 @@ def clock_body(obj: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in obj.items() if k not in ("v", "kind")}
 
 
+@dataclass(frozen=True)
+class AirReady:
+    """RX to TX: "my radio is capturing now, transmit batch ``batch_id``" (transport pluto)."""
+
+    batch_id: int
+    attempt: int
+
+    def encode(self) -> bytes:
+        return _pack({"v": PROTOCOL, "kind": KIND_AIR_READY, **vars(self)})
+
+    @classmethod
+    def decode(cls, obj: Mapping[str, Any]) -> AirReady:
+        return cls(batch_id=_count(obj, "batch_id"), attempt=_count(obj, "attempt", 0, 1000))
+
+
 def encode_air_ready(batch_id: int, attempt: int) -> bytes:
-    return _pack({"v": PROTOCOL, "kind": KIND_AIR_READY, "batch_id": batch_id, "attempt": attempt})
+    return AirReady(batch_id, attempt).encode()
 
 
-def decode_reply(frame: bytes | memoryview) -> Hello | Report | ErrorReply | dict[str, Any]:
-    """Decode a frame RX sent back to TX; clock replies and air-ready notices come back as maps."""
+Reply = Hello | Report | ErrorReply | ClockReply | AirReady
+
+
+def decode_reply(frame: bytes | memoryview) -> Reply:
+    """Decode a frame RX sent back to TX into its typed message; ``EnvelopeError`` otherwise."""
     obj = unpack(frame)
     kind = obj.get("kind")
     if kind == KIND_CLOCK_REPLY:
-        return obj
+        return ClockReply.from_dict(clock_body(obj))  # BadSyncMessage is an EnvelopeError
     if kind == KIND_AIR_READY:
-        _count(obj, "batch_id")
-        _count(obj, "attempt", 0, 1000)
-        return obj
+        return AirReady.decode(obj)
     if kind == KIND_REPORT:
         return Report.decode(obj)
     if kind == KIND_ERROR:

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import argparse
+import enum
+import subprocess
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from common.config import RxConfig, TxConfig, load_config
+from common.config import CHOICES, add_config_flags, field_docs, flag_values, load_config
+from common.data.spec import LinkDefaults, get_spec
 from common.errors import ConfigError
-from common.ml.adapt import AdaptMode
+from common.ml.config import AdaptMode
+from common.transport.base import Transport
+from rx.config import RxConfig
+from tx.config import TxConfig
+from tx.plan import AlphaPolicy, LinkPolicy
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
@@ -59,3 +69,127 @@ def test_bad_config_says_what_and_where(tmp_path: Path, text: str, message: str)
 def test_missing_file() -> None:
     with pytest.raises(ConfigError, match="cannot read config"):
         load_config(TxConfig, "/nonexistent/tx.yaml")
+
+
+# --- generic coercion ------------------------------------------------------------------
+
+
+class Colour(enum.Enum):
+    RED = "red"
+    GREEN = "green"
+
+
+@dataclass(frozen=True)
+class Inner:
+    #: How many.
+    count: int = 1
+    enabled: bool = False
+
+
+@dataclass(frozen=True)
+class Outer:
+    """A config of every supported field type.
+
+    Attributes
+    ----------
+    sizes : tuple of int
+        Sizes, documented numpy-style.
+    """
+
+    colour: Colour = Colour.RED
+    sizes: tuple[int, ...] = (1,)
+    ratio: float | None = None
+    name: str = field(default="a", metadata={CHOICES: ("a", "b")})
+    inner: Inner = field(default_factory=Inner)
+    maybe: Inner | None = None
+
+
+def test_generic_coercion(tmp_path: Path) -> None:
+    f = tmp_path / "c.yaml"
+    f.write_text("colour: GREEN\nsizes: [2, 3]\nratio: 1\nname: b\ninner: {count: 4}\nmaybe: {enabled: true}\n")
+    cfg = load_config(Outer, f, {"inner": {"enabled": True}})
+    assert cfg == Outer(Colour.GREEN, (2, 3), 1.0, "b", Inner(4, True), Inner(1, True))
+    assert isinstance(cfg.ratio, float)
+
+
+GENERIC_BAD = [
+    ("colour: blue\n", "c.yaml: colour: expected one of red, green, got 'blue'"),
+    ("sizes: 3\n", "c.yaml: sizes: expected a list, got 3"),
+    ("sizes: [1, x]\n", "c.yaml: sizes[1]: expected an integer, got 'x'"),
+    ("name: c\n", "c.yaml: name: expected one of a, b, got 'c'"),
+    ("inner: 3\n", "c.yaml: inner: expected a mapping, got int"),
+    ("inner: {count: 1, bogus: 2}\n", "c.yaml: inner: unknown setting(s) bogus"),
+    ("maybe: {enabled: 1}\n", "c.yaml: maybe: enabled: expected true or false, got 1"),
+    ("on: 1\n", "c.yaml: unknown setting(s) True"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), GENERIC_BAD)
+def test_generic_errors_name_file_key_expected_and_got(tmp_path: Path, text: str, message: str) -> None:
+    f = tmp_path / "c.yaml"
+    f.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(Outer, f)
+    assert message in str(info.value)
+
+
+def test_field_docs_read_comments_and_numpy_attributes() -> None:
+    docs = field_docs(Outer)
+    assert docs["sizes"] == "Sizes, documented numpy-style."
+    assert field_docs(Inner) == {"count": "How many."}
+
+
+def test_flags_cover_every_field_nested_too() -> None:
+    parser = argparse.ArgumentParser()
+    add_config_flags(parser, Outer, aliases={"inner.count": ("--count",)})
+    args = parser.parse_args(["--colour", "green", "--sizes", "4", "5", "--count", "2", "--maybe-enabled"])
+    assert flag_values(args) == {"colour": "green", "sizes": [4, 5], "inner": {"count": 2}, "maybe": {"enabled": True}}
+    assert load_config(Outer, None, flag_values(args)).maybe == Inner(1, True)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--name", "c"])
+
+
+# --- TX and RX configs -----------------------------------------------------------------
+
+
+def test_enums_from_yaml_compare_as_names(tmp_path: Path) -> None:
+    f = tmp_path / "tx.yaml"
+    f.write_text("transport: sim\nlink_policy: AMC\nalpha_policy: fixed\nalpha: 12\n")
+    cfg = load_config(TxConfig, f)
+    assert cfg.transport is Transport.SIM and cfg.transport == "sim"
+    assert cfg.link_policy is LinkPolicy.AMC and cfg.alpha_policy is AlphaPolicy.FIXED
+    assert TxConfig(transport="memory").transport is Transport.MEMORY  # type: ignore[arg-type]
+
+
+TX_BAD = [
+    ("transport: memory\n", "transport: expected one of zmq, sim, pluto, got 'memory'"),
+    ("link_policy: amc\n", "expected transport sim or pluto, got zmq"),
+    ("transport: pluto\n", "needs a pluto section"),
+    ("dataset: emnist\n", "dataset: expected one of digits, mnist, fashion-mnist, got 'emnist'"),
+    ("value_type: int8\n", "value_type: expected one of float32, float16, got 'int8'"),
+    ("pluto: {uri: ip:1.2.3.4, tx_lo_hz: 1}\n", "pluto: PlutoConfig.tx_lo_hz must be in"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), TX_BAD)
+def test_tx_errors_name_the_file(tmp_path: Path, text: str, message: str) -> None:
+    f = tmp_path / "tx.yaml"
+    f.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(TxConfig, f)
+    assert str(info.value).startswith(str(f)) and message in str(info.value)
+
+
+def test_link_defaults_come_from_the_dataset_spec() -> None:
+    cfg = TxConfig(dataset="mnist", code_rate=0.25)
+    assert cfg.link == LinkDefaults(t=100, symbols_per_window=1_000_000, code_rate=0.25)
+    assert TxConfig().link == get_spec("digits").link
+
+
+def test_config_modules_import_no_torch_zmq_or_radio_driver() -> None:
+    code = (
+        "import sys, common.config, tx.config, rx.config, common.ml.config, common.data.spec\n"
+        "print(sorted(m for m in ('torch', 'zmq', 'adi', 'iio', 'sklearn') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

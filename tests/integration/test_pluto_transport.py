@@ -12,14 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from common.config import RxConfig, TxConfig
-from common.data.datasets import load_dataset
+from common.data.spec import load_dataset
 from common.ml.bundle import Bundle
 from common.radio.pluto import PlutoConfig
 from common.runtime import StopFlag, free_tcp_port
+from rx.config import RxConfig
 from rx.daemon import RxDaemon
 from tests.fakes.air import Air, AirModule
 from tests.procs import metrics
+from tx.config import TxConfig
 from tx.daemon import TxDaemon
 
 pytestmark = pytest.mark.slow

@@ -12,7 +12,7 @@ import pytest
 import zmq
 
 from common.clock import realtime_ns
-from common.data.datasets import load_dataset
+from common.data.spec import load_dataset
 from common.ml.bundle import Bundle
 from common.runtime import free_tcp_port
 from common.timesync import ClockProbe, ClockReply
@@ -100,8 +100,8 @@ def test_garbage_is_rejected_and_good_batches_still_served(digits_bundle_dir: Pa
             assert (reply.batch_id, reply.n_test, reply.n_train, reply.alpha) == (batch_id, T, N, 30)
         probe = ClockProbe(seq=9, t1_ns=realtime_ns())
         answer = exchange([messages.encode_clock(messages.KIND_CLOCK_PROBE, probe.to_dict())])
-        assert isinstance(answer, dict)
-        clock = ClockReply.from_dict(messages.clock_body(answer))
+        assert isinstance(answer, ClockReply)
+        clock = answer
         assert (clock.seq, clock.t1_ns) == (9, probe.t1_ns) and probe.t1_ns <= clock.t2_ns <= clock.t3_ns
         # Far beyond zmq's MAXMSGSIZE backstop: zmq drops the sender's connection before RX
         # allocates anything; another sender is still served.

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from common.clock import realtime_ns
-from common.data.datasets import load_dataset
+from common.data.spec import load_dataset
 from common.errors import AlphaOutOfRange
 from common.ml.adapt import AdaptConfig, AdaptMode
 from common.ml.bundle import Bundle

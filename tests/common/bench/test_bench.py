@@ -12,14 +12,15 @@ import pytest
 import torch
 
 from common import errors
-from common.bench.paper import PAPER_COLUMNS, goals, paper_main, time_to_target
+from common.bench.paper import paper_main
+from common.bench.report import PAPER_COLUMNS, goals, time_to_target
 from common.bench.system import system_main
 from common.bench.tune import parse_grid
-from common.config import LINK_DEFAULTS
+from common.data.spec import LINK_DEFAULTS
 from common.errors import ConfigError
 from common.ml.adapt import AdaptConfig, Adapter, AdaptMode
-from common.ml.bundle import ensure_bundle
 from common.ml.model import MLP
+from common.ml.pretrain import ensure_bundle
 from common.wire import payload as wire
 
 

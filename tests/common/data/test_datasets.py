@@ -1,4 +1,4 @@
-"""Tests of common.data.datasets: the fixed splits, the strict IDX reader, checksums and downloads.
+"""Tests of common.data: the registry, the fixed splits, the strict IDX reader, checksums, downloads.
 
 Downloads run against real HTTP servers on 127.0.0.1; nothing leaves the machine.
 """
@@ -25,20 +25,20 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from common.data import datasets
-from common.data.datasets import (
+from common.data import download, idx, spec
+from common.data.download import download_dataset
+from common.data.idx import read_idx
+from common.data.spec import (
     DATASET_NAMES,
     Dataset,
     Split,
     default_data_dir,
-    download_dataset,
     load_dataset,
-    read_idx,
 )
 from common.errors import ChecksumError, DatasetError
 
 SEED = 1234
-IDX_FILES = datasets.IDX_FILE_NAMES
+IDX_FILES = idx.IDX_FILE_NAMES
 DIGITS_SIZES = (1074, 359, 364)  # pretrain, pool, test, as the module docstring documents
 
 # --- helpers ---------------------------------------------------------------------------
@@ -132,8 +132,8 @@ def test_digits_splits_partition_the_full_set(digits: Dataset) -> None:
 
     # Same multiset of images: every sample is in exactly one split (disjoint and complete).
     assert rows(parts) == rows(full)
-    pretrain, pool, test = datasets._stratified_split(
-        load_digits().target.astype(np.int64), datasets.DIGITS_SPLIT_SEED, 5
+    pretrain, pool, test = spec._stratified_split(
+        load_digits().target.astype(np.int64), spec.DIGITS_SPLIT_SEED, 5
     )
     all_idx = np.concatenate([pretrain, pool, test])
     assert np.unique(all_idx).size == all_idx.size == 1797
@@ -661,7 +661,7 @@ def test_load_with_download_fetches_only_missing_files(
     tmp_path: Path,
 ) -> None:
     mirror = serve(mnist_dir)
-    monkeypatch.setitem(datasets.DEFAULT_MIRRORS, "mnist", (mirror.url,))
+    monkeypatch.setitem(download.DEFAULT_MIRRORS, "mnist", (mirror.url,))
     monkeypatch.setenv("SEMALIGN_CACHE", str(tmp_path))
     cache = mnist_copy(mnist_dir, tmp_path / "mnist")  # == default_data_dir("mnist")
     (cache / "t10k-labels-idx1-ubyte.gz").unlink()
@@ -675,3 +675,23 @@ def test_load_with_download_fetches_only_missing_files(
 def test_digits_cannot_be_downloaded(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="bundled with scikit-learn"):
         download_dataset("digits", tmp_path)
+
+
+# --- the registry ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", DATASET_NAMES)
+def test_one_spec_per_dataset(name: str) -> None:
+    s = spec.get_spec(name)
+    assert s.name == name and spec.DATASETS[name] is s
+    assert spec.LINK_DEFAULTS[name] is s.link
+    assert s.dim == s.image_shape[0] * s.image_shape[1] and s.num_classes == 10
+    assert s.pretrain.dims <= s.dim
+    # A downloadable dataset has a checksum for each of its files and a mirror to fetch them.
+    assert set(s.files) == (set(IDX_FILES) if name in download.DEFAULT_MIRRORS else set())
+
+
+def test_digits_spec_matches_the_loaded_dataset() -> None:
+    ds = load_dataset("digits")
+    s = spec.DIGITS
+    assert (ds.name, ds.image_shape, ds.num_classes, ds.dim) == (s.name, s.image_shape, s.num_classes, s.dim)

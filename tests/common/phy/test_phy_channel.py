@@ -6,12 +6,13 @@ Statistics are checked on seeded draws with tolerances a few standard errors wid
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from common.errors import ConfigError
+from common.errors import ConfigError, ProtocolError, SampleError, SampleOverflow
 from common.modulation import Modulation
 from common.phy.channel import Channel, ChannelConfig, SnrProfile, normalised_cfo
 from common.phy.config import PhyConfig
@@ -19,10 +20,11 @@ from common.phy.contract import (
     RX_FULL_SCALE,
     int16_to_complex,
     quantise_rx,
+    to_buffers,
     tx_to_int16,
 )
-from common.phy.errors import SampleOverflow
-from common.phy.modem import Receiver, Transmitter
+from common.phy.demodulator import Demodulator
+from common.phy.modulator import Modulator
 from common.phy.theory import ber_awgn, esn0_db_for_ber
 
 
@@ -44,10 +46,31 @@ def test_tx_overflow_raises_instead_of_wrapping(bad: complex) -> None:
 
 
 def test_tx_contract_rejects_real_or_2d() -> None:
-    with pytest.raises(ConfigError, match="complex"):
+    with pytest.raises(SampleError, match="complex"):
         tx_to_int16(np.zeros(4))
-    with pytest.raises(ConfigError, match="1-D"):
+    with pytest.raises(SampleError, match="1-D"):
         tx_to_int16(np.zeros((2, 2), dtype=np.complex64))
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda: int16_to_complex(np.zeros((3, 3), dtype=np.int16)), r"\[n, 2\]"),
+        (lambda: to_buffers(np.zeros(10, dtype=np.complex128), 4), "whole number"),
+        (lambda: Channel(ChannelConfig(snr_db=30.0)).buffers(np.zeros(10, dtype=np.complex128)), "whole"),
+        (lambda: Channel(ChannelConfig(snr_db=30.0))(np.zeros(8)), "1-D complex"),
+    ],
+)
+def test_malformed_samples_raise_sample_error(call: Callable[[], object], match: str) -> None:
+    # Samples are untrusted input: a protocol error, so a bad burst costs that burst only.
+    with pytest.raises(SampleError, match=match) as info:
+        call()
+    assert isinstance(info.value, ProtocolError) and info.value.code == "samples"
+
+
+def test_bad_buffer_size_stays_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="buffer_size"):
+        to_buffers(np.zeros(8, dtype=np.complex128), 0)
 
 
 def test_rx_quantisation_is_12_bit_and_saturates() -> None:
@@ -195,7 +218,7 @@ def test_receiver_implementation_loss_below_one_db(mod: Modulation) -> None:
     es = esn0_db_for_ber(mod, 1e-3)
     channel = Channel(ChannelConfig(snr_db=es, cfo=9e-4, timing_offset=0.45, start_offset=500,
                                     pluto=True, seed=mod.bits_per_symbol))
-    frames, _ = Receiver(cfg).decode_frames(channel(Transmitter(cfg)(payload.tobytes(), mod, 1)))
+    frames, _ = Demodulator(cfg).decode_frames(channel(Modulator(cfg)(payload.tobytes(), mod, 1)))
     errors = bits = 0
     for f in frames:
         got = np.unpackbits(np.frombuffer(f.payload, dtype=np.uint8))
@@ -252,7 +275,7 @@ def test_profile_drives_a_channel() -> None:
     profile = SnrProfile.parse("30 dB, drop 20 dB at batch 2")
     cfg = PhyConfig()
     payload = bytes(range(256)) * 8
-    tx, rx = Transmitter(cfg), Receiver(cfg)
+    tx, rx = Modulator(cfg), Demodulator(cfg)
     channel = Channel(ChannelConfig(seed=1))
     ok = []
     for batch in range(4):

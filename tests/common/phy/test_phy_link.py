@@ -6,17 +6,20 @@ The invariant under test everywhere: no byte marked valid differs from what was 
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from common.errors import ConfigError
+from common.errors import ConfigError, FrameError, SampleError
 from common.modulation import Modulation
 from common.phy.channel import Channel, ChannelConfig
 from common.phy.config import PhyConfig
-from common.phy.errors import FrameError
+from common.phy.demodulator import Demodulator, PhyResult, demodulate_payload
 from common.phy.frame import HEADER_BYTES, FrameHeader, geometry, section_layout
-from common.phy.modem import PhyResult, Receiver, Transmitter, demodulate_payload, modulate_payload
+from common.phy.modulator import Modulator, modulate_payload
 from common.phy.theory import esn0_db_for_ber
 
 ALL = list(Modulation)
@@ -70,7 +73,7 @@ def test_low_snr_drops_frames_but_never_passes_corruption(mod: Modulation) -> No
     snr = esn0_db_for_ber(mod, 1e-4)
     channel = Channel(ChannelConfig(snr_db=snr, cfo=-7e-4, timing_offset=0.61, start_offset=333,
                                     pluto=True, seed=11))
-    result = Receiver(CFG)(channel(Transmitter(CFG)(sent, mod, 9)), expected_batch_id=9)
+    result = Demodulator(CFG)(channel(Modulator(CFG)(sent, mod, 9)), expected_batch_id=9)
     assert result.frames_total == math.ceil(30_000 / CFG.max_frame_payload)
     assert 0 < result.frames_lost < result.frames_total
     assert result.frames_crc_failed > 0
@@ -86,7 +89,7 @@ def test_low_snr_drops_frames_but_never_passes_corruption(mod: Modulation) -> No
 
 def test_snr_estimate_tracks_channel() -> None:
     sent = _payload(8_000)
-    tx, rx = Transmitter(CFG), Receiver(CFG)
+    tx, rx = Modulator(CFG), Demodulator(CFG)
     for snr in (12.0, 20.0, 28.0):
         channel = Channel(ChannelConfig(snr_db=snr, cfo=2e-4, timing_offset=0.2, seed=3))
         result = rx(channel(tx(sent, Modulation.BPSK, 1)))
@@ -117,11 +120,11 @@ def test_lost_last_frame_still_gives_total_length() -> None:
 
 def test_missing_first_frames_and_ranges() -> None:
     sent = _payload(4_000, seed=3)
-    tx = Transmitter(CFG)
+    tx = Modulator(CFG)
     samples = tx(sent, Modulation.QAM16, 5)
     # Silence the first frame's preamble and header: it is lost without a trace.
     samples[CFG.guard_symbols * 4 : CFG.guard_symbols * 4 + 1200] = 0
-    result = Receiver(CFG)(samples)
+    result = Demodulator(CFG)(samples)
     assert result.frames_lost == 1 and result.frames_crc_failed == 0
     assert result.lost_indices() == [0]
     assert result.valid_ranges() == [(1024, 4000)]
@@ -130,13 +133,13 @@ def test_missing_first_frames_and_ranges() -> None:
 
 def test_corrupted_data_is_dropped_and_counted() -> None:
     sent = _payload(3_000, seed=4)
-    samples = Transmitter(CFG)(sent, Modulation.QAM16, 8)
+    samples = Modulator(CFG)(sent, Modulation.QAM16, 8)
     geo = geometry(CFG, Modulation.QAM16, 1024)
     # Hit the middle of frame 1's data section: its header survives, its CRC-32 must fail.
     frame_start = (CFG.guard_symbols * 2 + geo.total) * 4
     middle = frame_start + (geo.preamble + geo.header.length + geo.data.length // 2) * 4
     samples[middle : middle + 40] *= -1
-    result = Receiver(CFG)(samples)
+    result = Demodulator(CFG)(samples)
     assert result.frames_crc_failed == 1 and result.frames_lost == 1
     assert result.lost_indices() == [1]
     assert result.valid_ranges() == [(0, 1024), (2048, 3000)]
@@ -145,9 +148,9 @@ def test_corrupted_data_is_dropped_and_counted() -> None:
 
 def test_other_batches_are_ignored() -> None:
     a, b = _payload(1500, seed=6), _payload(1500, seed=7)
-    tx = Transmitter(CFG)
+    tx = Modulator(CFG)
     samples = np.concatenate([tx(a, Modulation.QPSK, 1), tx(b, Modulation.QPSK, 2)])
-    result = Receiver(CFG)(samples, expected_batch_id=2)
+    result = Demodulator(CFG)(samples, expected_batch_id=2)
     assert result.payload == b and result.frames_foreign == 2 and result.batch_id == 2
 
 
@@ -179,7 +182,7 @@ def test_input_validation() -> None:
         modulate_payload(b"x", Modulation.QPSK, -1, CFG)
     with pytest.raises(ConfigError, match="max_payload_bytes"):
         modulate_payload(bytes(10), Modulation.QPSK, 0, PhyConfig(max_payload_bytes=5))
-    with pytest.raises(ConfigError, match="complex"):
+    with pytest.raises(SampleError, match="complex"):
         demodulate_payload(np.zeros(100), CFG)
     with pytest.raises(ConfigError, match="zc_root"):
         PhyConfig(zc_length=63, zc_root=21)
@@ -211,3 +214,16 @@ def test_pilot_layout() -> None:
     assert layout.length == 130 + 3 * 4
     assert layout.pilot.tolist() == [64, 65, 66, 67, 132, 133, 134, 135, 138, 139, 140, 141]
     assert np.array_equal(np.sort(np.concatenate([layout.pilot, layout.payload])), np.arange(142))
+
+
+def test_phy_is_dsp_only() -> None:
+    """``common.phy`` imports neither the radio driver, nor the transports, nor zmq."""
+    code = (
+        "import sys, common.phy, common.phy.modulator, common.phy.demodulator, common.phy.equaliser; "
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] == 'zmq' "
+        "or m.startswith(('common.radio', 'common.transport'))); "
+        "print(','.join(bad))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          cwd=Path(__file__).resolve().parents[3])
+    assert done.stdout.strip() == ""

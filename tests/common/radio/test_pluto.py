@@ -15,9 +15,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from common.errors import ConfigError, RadioError
+from common.errors import ConfigError, RadioError, SampleError, SampleOverflow
 from common.phy.contract import TX_FULL_SCALE
-from common.phy.errors import SampleOverflow
 from common.radio.pluto import PlutoConfig, PlutoRadio
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -91,7 +90,7 @@ def test_cyclic_retransmit_destroys_the_buffer_first(fake_adi: Any) -> None:
         radio.transmit(np.full(200, -0.25 + 0j))  # fake raises without tx_destroy_buffer
         dev = fake_adi.devices[0]
         assert len(dev.pushed) == 2 and dev.tx_destroyed >= 2
-        with pytest.raises(ConfigError, match="cyclic"):
+        with pytest.raises(SampleError, match="cyclic"):
             radio.transmit(np.zeros(257, dtype=np.complex64))
         radio.stop_transmit()
         assert dev.tx_destroyed >= 3
@@ -259,8 +258,8 @@ def test_real_adi_through_the_adapter_translates_enosys() -> None:
 def test_hardware_loopback() -> None:
     """Real Pluto, TX cabled to RX through an attenuator (or antennas at short range)."""
     from common.modulation import Modulation
+    from common.phy import demodulate_payload, modulate_payload
     from common.phy.config import PhyConfig
-    from common.phy.modem import demodulate_payload, modulate_payload
 
     uri = os.environ.get("SEMALIGN_PLUTO_URI", "ip:192.168.2.1")
     phy = PhyConfig()

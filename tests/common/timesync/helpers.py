@@ -9,7 +9,6 @@ import contextlib
 import functools
 import os
 import shutil
-import signal
 import socket
 import struct
 import subprocess
@@ -22,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from common.runtime import free_tcp_port, spawn, stop_process
+
 # chrony's refclock_sock.c, ``struct sock_sample`` (native layout, 40 bytes on LP64):
 # struct timeval tv; double offset; int pulse; int leap; int _pad; int magic.
 SOCK_SAMPLE = struct.Struct("@qqdiiii")
@@ -32,6 +33,8 @@ SOCK_SEND_INTERVAL_S = 0.05
 #: Upper bound on waiting for a daemon to come up or for chrony to select its refclock.
 START_DEADLINE_S = 10.0
 SELECT_DEADLINE_S = 15.0
+#: Seconds chronyd or gpsfake get to exit after SIGTERM before they are killed.
+HELPER_GRACE_S = 5.0
 
 
 def _tail(path: Path, limit: int = 600) -> str:
@@ -39,29 +42,6 @@ def _tail(path: Path, limit: int = 600) -> str:
         return path.read_text(errors="replace")[-limit:].strip()
     except OSError:
         return ""
-
-
-def _stop(proc: subprocess.Popen[bytes], *, group: bool = False) -> None:
-    """SIGTERM, then SIGKILL after 5 s; ``group`` also reaches the children (gpsfake's gpsd)."""
-    if proc.poll() is not None and not group:
-        return
-
-    def send(sig: signal.Signals) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            if group:
-                os.killpg(proc.pid, sig)
-            else:
-                proc.send_signal(sig)
-
-    send(signal.SIGTERM)
-    try:
-        proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        send(signal.SIGKILL)
-        proc.wait(timeout=5)
-    if group:
-        # gpsfake may exit before its gpsd: make sure nothing of the group outlives the test.
-        send(signal.SIGKILL)
 
 
 class _Feeder(threading.Thread):
@@ -148,9 +128,7 @@ def running_chronyd(
     feeder = _Feeder(str(ref_socket), offset_s)
     proc: subprocess.Popen[bytes] | None = None
     try:
-        with log.open("wb") as log_file:
-            proc = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL)
+        proc = spawn(argv, log)
         deadline = time.monotonic() + START_DEADLINE_S
         while not (cmd_socket.exists() and ref_socket.exists()):
             if proc.poll() is not None:
@@ -167,7 +145,7 @@ def running_chronyd(
         if feeder.is_alive():
             feeder.stop()
         if proc is not None:
-            _stop(proc)
+            stop_process(proc, HELPER_GRACE_S)
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -193,14 +171,6 @@ def nmea_log(start_s: int, epochs: int) -> str:
     return "".join(out)
 
 
-def free_tcp_port() -> int:
-    """A port nothing listens on right now (a refused connection is then the expected answer)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @dataclass(frozen=True)
 class FakeGps:
     port: int
@@ -224,13 +194,10 @@ def running_gpsfake(epochs: int = 60) -> Iterator[FakeGps]:
     env["PATH"] = env.get("PATH", "") + ":/usr/sbin:/sbin"  # gpsfake looks gpsd up on PATH
     proc: subprocess.Popen[bytes] | None = None
     try:
-        with out.open("wb") as out_file:
-            # -n: gpsd reads the pty without waiting for a client; -c 0.1 s per sentence.
-            proc = subprocess.Popen(
-                [gpsfake, "-q", "-n", "-c", "0.1", "-P", str(port), str(log_path)],
-                stdout=out_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=env, start_new_session=True,
-            )
+        # -n: gpsd reads the pty without waiting for a client; -c 0.1 s per sentence.
+        # Its own session, so stopping the group also stops the gpsd that gpsfake starts.
+        proc = spawn([gpsfake, "-q", "-n", "-c", "0.1", "-P", str(port), str(log_path)], out,
+                     env=env, new_session=True)
         deadline = time.monotonic() + START_DEADLINE_S
         while True:
             if proc.poll() is not None:
@@ -243,5 +210,5 @@ def running_gpsfake(epochs: int = 60) -> Iterator[FakeGps]:
         yield FakeGps(port, tuple(range(start_s, start_s + epochs)))
     finally:
         if proc is not None:
-            _stop(proc, group=True)
+            stop_process(proc, HELPER_GRACE_S, group=True)
         shutil.rmtree(root, ignore_errors=True)

@@ -51,14 +51,14 @@ from common.timesync import (
     read_kernel_clock,
     state_from_readings,
 )
-from common.timesync.readers import (
+from common.timesync.readers import parse_gpsd_time
+from common.timesync.readers.kernel import (
     STA_PLL,
     STA_UNSYNC,
     TIME_ERROR,
     TIME_INS,
     TIME_OK,
     _Timex,
-    parse_gpsd_time,
 )
 
 NOW = 1_795_298_600_000_000_000  # a fixed CLOCK_REALTIME instant for the tables

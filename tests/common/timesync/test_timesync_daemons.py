@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from common.clock import realtime_ns
+from common.errors import TimeSyncError
 from common.timesync import (
     Basis,
     Reader,
@@ -29,7 +30,6 @@ from common.timesync import (
     read_gpsd,
     read_sync_state,
 )
-from common.timesync.state import TimeSyncError
 from tests.common.timesync.helpers import (
     FAKE_ALT_M,
     FAKE_LAT,

@@ -1,6 +1,7 @@
-"""Payload <-> baseband samples: fragmentation into frames, and the receiver that reassembles.
+"""The demodulator block: baseband samples -> detected, equalised, CRC-checked frames -> payload.
 
 A CRC-failed frame never contributes a byte; ``PhyResult.valid`` marks exactly what arrived.
+``demodulate_payload`` is what RX calls; ``Demodulator`` is the block behind it.
 """
 
 from __future__ import annotations
@@ -13,22 +14,18 @@ from collections import Counter
 import numpy as np
 import numpy.typing as npt
 
-from common.errors import ConfigError
+from common.errors import ConfigError, FrameError, SampleError
 from common.modulation import Modulation
 from common.phy.config import PhyConfig
-from common.phy.constellation import Constellation, HardDemapper, Mapper
-from common.phy.errors import FrameError
+from common.phy.constellation import Constellation, HardDemapper
+from common.phy.equaliser import Anchors, PilotPlan
 from common.phy.frame import (
     DATA_CRC,
     HEADER_BYTES,
     FrameHeader,
-    Section,
-    assemble_section,
     bits_to_bytes,
-    bytes_to_bits,
     data_crc,
     geometry,
-    pilot_symbols,
     preamble_symbols,
 )
 from common.phy.sync import Detection, PreambleDetector
@@ -36,89 +33,13 @@ from common.phy.sync import Detection, PreambleDetector
 ComplexArray = npt.NDArray[np.complex64]
 BoolArray = npt.NDArray[np.bool_]
 
-#: Largest batch id (u32 on the wire).
-MAX_BATCH_ID = 0xFFFFFFFF
-
-
-def _pad_bits(bits: npt.NDArray[np.uint8], k: int) -> npt.NDArray[np.uint8]:
-    extra = (-bits.size) % k
-    if extra:
-        bits = np.concatenate([bits, np.zeros(extra, dtype=np.uint8)])
-    return bits
-
-
-class Transmitter:
-    """Payload bytes -> one burst of frames.
-
-    ``__call__(payload, modulation, batch_id)`` -> [n] complex64 baseband samples at
-    ``config.tx_rms`` RMS, peak |I|, |Q| <= 1, with ``guard`` silence before, between
-    and after the frames.
-    """
-
-    def __init__(self, config: PhyConfig) -> None:
-        if not isinstance(config, PhyConfig):
-            raise ConfigError(f"expected a PhyConfig, got {config!r}")
-        self.config = config
-        self._preamble = preamble_symbols(config)
-        self._header_mapper = Mapper(Constellation.of(config.header_modulation))
-
-    def frame_symbols(self, header: FrameHeader, chunk: bytes) -> ComplexArray:
-        """All symbols of one frame: [geometry.total] complex64."""
-        cfg = self.config
-        geo = geometry(cfg, header.modulation, len(chunk))
-        raw_header = header.encode()
-        hdr_bits = _pad_bits(bytes_to_bits(raw_header), cfg.header_modulation.bits_per_symbol)
-        hdr = assemble_section(
-            self._header_mapper(hdr_bits), cfg.pilot_spacing, cfg.pilot_length, 0
-        )
-        body = chunk + DATA_CRC.pack(data_crc(raw_header, chunk))
-        data_bits = _pad_bits(bytes_to_bits(body), header.modulation.bits_per_symbol)
-        data_syms = Mapper(Constellation.of(header.modulation))(data_bits)
-        data = assemble_section(
-            data_syms, cfg.pilot_spacing, cfg.pilot_length, geo.header.pilot.size
-        )
-        return np.concatenate([self._preamble, hdr, data])
-
-    def __call__(
-        self, payload: bytes | bytearray | memoryview, modulation: Modulation, batch_id: int
-    ) -> ComplexArray:
-        cfg = self.config
-        if not isinstance(modulation, Modulation):
-            raise ConfigError(f"expected a Modulation, got {modulation!r}")
-        if not isinstance(payload, bytes | bytearray | memoryview):
-            raise ConfigError(f"payload must be bytes, got {type(payload).__name__}")
-        if not 0 <= batch_id <= MAX_BATCH_ID:
-            raise ConfigError(f"batch_id must be in [0, 2**32 - 1], got {batch_id}")
-        total = len(payload)
-        if total > cfg.max_payload_bytes:
-            raise ConfigError(
-                f"payload of {total} bytes exceeds max_payload_bytes={cfg.max_payload_bytes}"
-            )
-        step = cfg.max_frame_payload
-        count = max(1, -(-total // step))
-        view = memoryview(payload)
-        guard = np.zeros(cfg.guard_symbols, dtype=np.complex64)
-        parts: list[ComplexArray] = [guard]
-        for index in range(count):
-            offset = index * step
-            chunk = bytes(view[offset : offset + step])
-            header = FrameHeader(modulation, batch_id, index, count, total, offset, len(chunk))
-            parts.append(self.frame_symbols(header, chunk))
-            parts.append(guard)
-        # One shaping pass over the whole burst; silent guard symbols keep frames apart.
-        burst = cfg.rrc.shape(np.concatenate(parts))
-        burst *= np.float32(cfg.tx_rms * math.sqrt(cfg.samples_per_symbol))
-        # The rare burst whose peak would clip is scaled down whole: the receiver is
-        # gain-agnostic, and the Pluto contract treats clipping as an error.
-        peak = float(max(np.abs(burst.real).max(), np.abs(burst.imag).max()))
-        if peak > 1.0:
-            burst *= np.float32(0.999 / peak)
-        return burst
+#: Cached per-geometry plans kept by a demodulator before the cache is reset.
+_PLAN_CACHE = 64
 
 
 @dataclasses.dataclass(frozen=True)
 class FrameReport:
-    """What the receiver learnt about one detected frame whose header decoded.
+    """What the demodulator learnt about one detected frame whose header decoded.
 
     ``crc_ok`` False means the payload bytes were dropped. ``snr_db`` is the Es/N0
     estimate from the preamble and pilots; ``cfo`` is in cycles per sample.
@@ -196,81 +117,6 @@ class PhyResult:
         return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True)]
 
 
-#: Cached per-geometry plans kept by a receiver before the cache is reset.
-_PLAN_CACHE = 64
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class _Anchors:
-    """Frame positions (symbols) and weights (pilot counts) of channel estimates."""
-
-    positions: npt.NDArray[np.float64]
-    weights: npt.NDArray[np.float64]
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class _Plan:
-    """Everything about one section's pilots and equaliser that depends only on layout.
-
-    Header and data sections are sampled separately (the header is decoded first); the
-    data plan also uses the preamble and header anchors.
-    """
-
-    pilot_idx: npt.NDArray[np.int64]  # [G * g] into z
-    known_conj: npt.NDArray[np.complex128]  # [G, g] conj(pilot)
-    payload_idx: npt.NDArray[np.int64]  # into z
-    payload_pos: npt.NDArray[np.float64]  # frame positions of the payload symbols
-    anchors: _Anchors  # all anchors this section's equaliser uses, in position order
-    smoother: npt.NDArray[np.float64]  # [A, A] local-linear-fit operator
-    section_length: int
-    dof: int
-
-    @classmethod
-    def build(
-        cls,
-        config: PhyConfig,
-        section: Section,
-        offset: int,
-        pilot_start: int,
-        before: _Anchors,
-        z_offset: int = 0,
-    ) -> _Plan:
-        """Plan of ``section`` starting at frame symbol ``offset``, held at ``z[z_offset:]``."""
-        g = config.pilot_length
-        known = pilot_symbols(pilot_start, section.pilot.size).astype(np.complex128)
-        centres = (section.pilot + offset).reshape(-1, g).mean(axis=1)
-        anchors = _Anchors(
-            positions=np.concatenate([before.positions, centres]),
-            weights=np.concatenate([before.weights, np.full(centres.size, float(g))]),
-        )
-        return cls(
-            pilot_idx=section.pilot + z_offset,
-            known_conj=np.conj(known).reshape(-1, g),
-            payload_idx=section.payload + z_offset,
-            payload_pos=(section.payload + offset).astype(np.float64),
-            anchors=anchors,
-            smoother=_smoothing_matrix(anchors.positions, anchors.weights, config.pilot_smoothing),
-            section_length=section.length,
-            dof=section.pilot.size - centres.size,
-        )
-
-    def pilot_estimates(self, z: npt.NDArray[np.complex128]) -> tuple[npt.NDArray[np.complex128], float]:
-        """Per-group channel estimates [G] and their residual energy (unit-modulus pilots)."""
-        received = z[self.pilot_idx].reshape(self.known_conj.shape)
-        h = (received * self.known_conj).mean(axis=1)
-        resid = received * self.known_conj - h[:, None]
-        return h, float(np.sum(resid.real**2 + resid.imag**2))
-
-    def equalise(self, z: npt.NDArray[np.complex128], anchors: npt.NDArray[np.complex128]) -> ComplexArray:
-        """One-tap equalisation of the payload symbols with the smoothed, interpolated channel."""
-        h_fit = self.smoother @ anchors
-        pos, at = self.anchors.positions, self.payload_pos
-        h = np.interp(at, pos, h_fit.real) + 1j * np.interp(at, pos, h_fit.imag)
-        # A dead anchor (h ~ 0) must not blow up into inf: such symbols just fail the CRC.
-        h[np.abs(h) < 1e-12] = 1e-12
-        return np.asarray(z[self.payload_idx] / h, dtype=np.complex64)
-
-
 @dataclasses.dataclass(frozen=True)
 class DecodedFrame:
     """One frame as decoded: header, report and payload bytes.
@@ -284,7 +130,7 @@ class DecodedFrame:
     payload: bytes
 
 
-class Receiver:
+class Demodulator:
     """Baseband samples -> decoded frames -> reassembled payload.
 
     ``__call__(samples, expected_batch_id=None)`` -> :class:`PhyResult`; ``decode_frames``
@@ -304,14 +150,14 @@ class Receiver:
         self._pre_energy = float(np.vdot(self._pre_tx, self._pre_tx).real)
         geo0 = geometry(config, config.header_modulation, 0)
         self._n_head = geo0.preamble + geo0.header.length
-        pre_anchor = _Anchors(
+        pre_anchor = Anchors(
             positions=np.array([(self._pre_slice.start + self._pre_slice.stop - 1) / 2.0]),
             weights=np.array([float(self._pre_slice.stop - self._pre_slice.start)]),
         )
-        self._header_plan = _Plan.build(
+        self._header_plan = PilotPlan.build(
             config, geo0.header, geo0.preamble, 0, pre_anchor, z_offset=geo0.preamble
         )
-        self._plans: dict[tuple[Modulation, int], _Plan] = {}
+        self._plans: dict[tuple[Modulation, int], PilotPlan] = {}
 
     # -- per-frame processing ---------------------------------------------------------
     def _symbols(self, x: ComplexArray, det: Detection, first: int, count: int) -> ComplexArray:
@@ -320,7 +166,7 @@ class Receiver:
         # Rotation referenced to t0 so separately extracted pieces of a frame agree.
         return self.config.rrc.sample(x, t_first, count, cfo=det.cfo, ref=det.t0)
 
-    def _data_plan(self, modulation: Modulation, length: int) -> _Plan:
+    def _data_plan(self, modulation: Modulation, length: int) -> PilotPlan:
         key = (modulation, length)
         plan = self._plans.get(key)
         if plan is None:
@@ -328,7 +174,7 @@ class Receiver:
                 self._plans.clear()  # frame sizes are few; a flood of odd ones just rebuilds
             geo = geometry(self.config, modulation, length)
             n_head = geo.preamble + geo.header.length
-            plan = _Plan.build(
+            plan = PilotPlan.build(
                 self.config, geo.data, n_head, geo.header.pilot.size, self._header_plan.anchors
             )
             self._plans[key] = plan
@@ -456,61 +302,21 @@ class Receiver:
         )
 
 
-def _smoothing_matrix(
-    x: npt.NDArray[np.float64], w: npt.NDArray[np.float64], half: int
-) -> npt.NDArray[np.float64]:
-    """Operator of a weighted local linear fit over ``half`` anchors each side: [A, A].
-
-    A line (not a mean) keeps a residual frequency offset or a slow fade unbiased while
-    averaging pilot noise down; weights are the pilot counts behind each anchor. Row i
-    evaluates at ``x[i]`` the weighted least-squares line through its window.
-    """
-    n = x.size
-    out = np.zeros((n, n))
-    for i in range(n):
-        lo, hi = max(0, i - half), min(n, i + half + 1)
-        xs, ws = x[lo:hi], w[lo:hi]
-        sw = ws.sum()
-        mx = float(np.dot(ws, xs)) / sw
-        var = float(np.dot(ws, (xs - mx) ** 2)) / sw
-        row = ws / sw
-        if var > 1e-9:
-            row = row * (1.0 + (xs - mx) * (x[i] - mx) / var)
-        out[i, lo:hi] = row
-    return out
-
-
 def _as_samples(samples: npt.ArrayLike) -> ComplexArray:
     arr = np.asarray(samples)
     if arr.ndim == 2:
         arr = arr.reshape(-1)  # [n_buffers, buffer_size] as the radio delivers them
     if arr.ndim != 1:
-        raise ConfigError(f"samples must be 1-D or [buffers, size], got shape {arr.shape}")
+        raise SampleError(f"samples must be 1-D or [buffers, size], got shape {arr.shape}")
     if not np.iscomplexobj(arr):
-        raise ConfigError(f"samples must be complex, got dtype {arr.dtype}")
+        raise SampleError(f"samples must be complex, got dtype {arr.dtype}")
     return arr.astype(np.complex64, copy=False)
 
 
 @functools.lru_cache(maxsize=4)
-def _transmitter(config: PhyConfig) -> Transmitter:
-    return Transmitter(config)
-
-
-@functools.lru_cache(maxsize=4)
-def _receiver(config: PhyConfig) -> Receiver:
-    # Cached: a receiver keeps per-geometry equaliser plans worth reusing across batches.
-    return Receiver(config)
-
-
-def modulate_payload(
-    payload: bytes, modulation: Modulation, batch_id: int, config: PhyConfig
-) -> ComplexArray:
-    """Fragment ``payload`` into frames and modulate them.
-
-    Returns [n] complex64 baseband (full scale 1.0 per rail, RMS ``config.tx_rms``):
-    guard, frame 0, guard, frame 1, ..., guard.
-    """
-    return _transmitter(config)(payload, modulation, batch_id)
+def _demodulator(config: PhyConfig) -> Demodulator:
+    # Cached: a demodulator keeps per-geometry equaliser plans worth reusing across batches.
+    return Demodulator(config)
 
 
 def demodulate_payload(
@@ -521,4 +327,4 @@ def demodulate_payload(
     ``samples`` : [n] or [buffers, size] complex (any scale). With ``expected_batch_id``
     frames of other batches are ignored; without it the batch most frames carry wins.
     """
-    return _receiver(config)(samples, expected_batch_id=expected_batch_id)
+    return _demodulator(config)(samples, expected_batch_id=expected_batch_id)

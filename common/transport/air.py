@@ -1,0 +1,87 @@
+"""Over the air between two ADALM-Plutos: only the envelope rides ZeroMQ.
+
+The ``air_ready`` handshake: RX, told of a batch by its envelope, starts capturing and
+answers ``AirReady``; only then does TX put the burst on the air, so the burst lies
+inside RX's capture window. TX keeps each burst until the batch is acknowledged.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+
+from common.errors import ConfigError, RadioError, SizeMismatch, Unreachable
+from common.phy import PhyConfig
+from common.radio.pluto import PlutoRadio
+from common.transport.base import (
+    Bearer,
+    BearerSettings,
+    Notify,
+    Received,
+    Sent,
+    Transport,
+    Wire,
+    send_frames,
+)
+from common.transport.sim import SimBearer, demodulated
+from common.wire.messages import AirReady, Envelope
+
+#: Extra capture beyond the announced burst: covers the air_ready round trip and TX's
+#: buffer set-up, so the burst lies inside the capture.
+CAPTURE_MARGIN_S = 0.25
+#: Longest burst RX agrees to capture (samples); checked before the capture buffer exists.
+MAX_BURST_SAMPLES = 1 << 25
+
+
+class AirBearer(Bearer):
+    transport: ClassVar[Transport] = Transport.PLUTO
+    reports_snr: ClassVar[bool] = True
+
+    def __init__(self, phy: PhyConfig, radio: PlutoRadio) -> None:
+        self.phy = phy
+        self.radio = radio
+        self._modem = SimBearer(phy)
+        self._bursts: dict[int, np.ndarray] = {}
+
+    @classmethod
+    def available(cls, settings: BearerSettings) -> bool:
+        return settings.pluto is not None
+
+    @classmethod
+    def open(cls, settings: BearerSettings) -> AirBearer:
+        if settings.pluto is None:
+            raise ConfigError("transport 'pluto' needs a pluto section (at least uri), got none")
+        return cls(settings.phy, PlutoRadio(settings.pluto).open())
+
+    def send(self, wire: Wire, envelope: Envelope, payload: bytes) -> Sent:
+        burst = self._bursts.get(envelope.batch_id)
+        if burst is None:
+            burst = self._bursts[envelope.batch_id] = self._modem.modulate(envelope, payload)
+        # The frame is empty: the burst waits for RX's AirReady.
+        return send_frames(wire, envelope.replace(samples=burst.size), b"")
+
+    def on_air_ready(self, notice: AirReady) -> bool:
+        burst = self._bursts.get(notice.batch_id)
+        if burst is None:
+            return False
+        self.radio.transmit(burst)  # RadioError: the batch is not lost; the resend timer tries again
+        return True
+
+    def forget(self, batch_id: int) -> None:
+        self._bursts.pop(batch_id, None)
+
+    def receive(self, envelope: Envelope, frame: memoryview, notify: Notify) -> Received:
+        if not 0 < envelope.samples <= MAX_BURST_SAMPLES:
+            raise SizeMismatch(f"announced burst of {envelope.samples} samples, expected 1..{MAX_BURST_SAMPLES}")
+        try:
+            notify(AirReady(envelope.batch_id, envelope.attempt).encode())
+        except Unreachable:
+            # TX is gone: nobody will transmit, and its resend starts the exchange again.
+            raise RadioError(f"cannot ask TX to transmit batch {envelope.batch_id}: peer unreachable") from None
+        margin = int(CAPTURE_MARGIN_S * self.radio.config.sample_rate_hz)
+        samples = self.radio.receive(envelope.samples + margin)
+        return demodulated(samples, envelope, self.phy)
+
+    def close(self) -> None:
+        self.radio.close()

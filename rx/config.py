@@ -1,0 +1,50 @@
+"""RX's configuration: the keys of ``rx.yaml``, each also a flag of ``semalign rx``.
+
+A plain frozen dataclass (no torch, no radio driver), validated once in ``__post_init__``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from common.config import CHOICES, at_least, one_of
+from common.data.spec import DATASET_NAMES
+from common.ml.config import AdaptConfig
+from common.radio.pluto import PlutoConfig
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True)
+class RxConfig:
+    #: Dataset of the bundle (selects the default bundle directory).
+    dataset: str = field(default="digits", metadata={CHOICES: DATASET_NAMES})
+    #: Directory with the IDX files (mnist, fashion-mnist).
+    data_dir: str | None = None
+    #: Bundle directory (default: the cache dir of the dataset).
+    bundle: str | None = None
+    #: RX's data endpoint, which RX binds.
+    bind: str = "tcp://127.0.0.1:5555"
+    adapt: AdaptConfig = field(default_factory=AdaptConfig)
+    #: Torch threads; 1 is fastest for the small MLP (docs/results.md).
+    threads: int = 1
+    #: Largest message RX accepts; larger ones are refused before they are parsed.
+    max_message_bytes: int = 64 * 1024 * 1024
+    #: The local ADALM-Pluto, for batches TX sends over the air (transport pluto).
+    pluto: PlutoConfig | None = None
+    #: Append one JSON object per batch to this file.
+    metrics_out: str | None = None
+    #: Least severe log level printed.
+    log_level: str = field(default="info", metadata={CHOICES: LOG_LEVELS})
+    #: gpsd as HOST[:PORT] for clock sync state, or "off".
+    gpsd: str = "127.0.0.1:2947"
+    #: chronyc's -h target (default: chronyc's own).
+    chrony_socket: str | None = None
+    #: Seconds between clock sync state readings.
+    sync_interval_s: float = 300.0
+
+    def __post_init__(self) -> None:
+        one_of("dataset", self.dataset, DATASET_NAMES)
+        one_of("log_level", self.log_level, LOG_LEVELS)
+        at_least("threads", self.threads, 1)
+        at_least("max_message_bytes", self.max_message_bytes, 1024)

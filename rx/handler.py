@@ -1,0 +1,230 @@
+"""RX's answer to one message: hello, clock probe or batch in, one reply frame out.
+
+A batch goes envelope -> bearer (payload bytes, validity mask, PHY report) -> parse ->
+``Receiver`` (reconstruct, fine-tune, classify) -> ``Report``. Every message is
+untrusted: a malformed one gets a typed ``ErrorReply`` and a counter, never an exception.
+The daemon and ``semalign bench paper`` both run batches through ``BatchHandler``.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from common.clock import NS_PER_S, monotonic_ns, realtime_ns
+from common.errors import (
+    BundleMismatch,
+    EnvelopeError,
+    OversizeMessage,
+    PayloadError,
+    ProtocolError,
+    RadioError,
+)
+from common.log import get_logger
+from common.ml.bundle import Bundle
+from common.timesync import (
+    ClockProbe,
+    ClockReply,
+    OffsetEstimate,
+    SyncState,
+    comm_latency_record,
+    comm_metrics,
+)
+from common.transport.base import Bearer, Notify, Received, Transport
+from common.wire import messages
+from common.wire import payload as wire
+from rx.pipeline import Receiver
+
+log = get_logger("semalign.rx")
+
+#: Reports kept for answering resent batches without recomputing them.
+REPORT_CACHE = 64
+
+
+def _nobody(frame: bytes) -> None:
+    raise RadioError("this message has no sender to notify")
+
+
+@dataclass(frozen=True)
+class Handled:
+    """The reply to send back, and the metrics row when a batch was processed just now."""
+
+    reply: bytes
+    record: dict[str, Any] | None = None
+    #: The batch's comm latency in words, for the log line.
+    comm: str | None = None
+
+
+class BatchHandler:
+    def __init__(self, bundle: Bundle, receiver: Receiver, bearers: Mapping[Transport, Bearer],
+                 sync: Callable[[], SyncState], *, max_message_bytes: int) -> None:
+        self.bundle = bundle
+        self.receiver = receiver
+        self.bearers = bearers
+        self.sync = sync
+        self.max_message_bytes = max_message_bytes
+        self.counters: Counter[str] = Counter()
+        self._reports: collections.OrderedDict[tuple[int, int], bytes] = collections.OrderedDict()
+
+    def handle(self, frames: Sequence[memoryview], *, received_ns: int = 0, notify: Notify = _nobody) -> Handled:
+        """Answer one message; never raises for bad input."""
+        try:
+            return self._handle(frames, received_ns, notify)
+        except ProtocolError as exc:
+            self.counters[exc.code] += 1
+            log.warning("message_rejected", error=exc.code, detail=str(exc), batch=exc.batch_id)
+            return Handled(messages.ErrorReply(exc.code, str(exc), exc.batch_id).encode())
+        except (BundleMismatch, RadioError) as exc:
+            self.counters[exc.code] += 1
+            log.error(exc.code, detail=str(exc), batch=exc.batch_id)
+            return Handled(messages.ErrorReply(exc.code, str(exc), exc.batch_id).encode())
+
+    def _handle(self, frames: Sequence[memoryview], received_ns: int, notify: Notify) -> Handled:
+        body = sum(len(f) for f in frames[1:])
+        if body > self.max_message_bytes or (frames and len(frames[0]) > messages.MAX_META_BYTES):
+            raise OversizeMessage(
+                f"message of {body} payload bytes exceeds the limit of {self.max_message_bytes} "
+                f"(or its metadata frame exceeds {messages.MAX_META_BYTES})"
+            )
+        if not 1 <= len(frames) <= 2:
+            raise EnvelopeError(f"expected 1 or 2 frames (envelope[, payload]), got {len(frames)}")
+        meta = messages.unpack(frames[0])
+        kind = meta.get("kind")
+        if kind == messages.KIND_HELLO:
+            hello = messages.Hello.decode(meta)
+            if hello.bundle != self.bundle.hash:
+                log.error("bundle_mismatch", tx_bundle=hello.bundle[:12], rx_bundle=self.bundle.hash[:12])
+            return Handled(messages.Hello(bundle=self.bundle.hash, role="rx").encode())
+        if kind == messages.KIND_CLOCK_PROBE:
+            probe = ClockProbe.from_dict(messages.clock_body(meta))
+            reply = ClockReply.answer(probe, received_ns or realtime_ns(), realtime_ns(), self.sync())
+            return Handled(messages.encode_clock(messages.KIND_CLOCK_REPLY, reply.to_dict()))
+        if kind != messages.KIND_BATCH:
+            raise EnvelopeError(f"unexpected message kind {kind!r}")
+        env = messages.Envelope.decode(meta)
+        try:
+            return self._batch(env, frames, notify)
+        except (PayloadError, BundleMismatch, RadioError) as exc:
+            exc.batch_id = env.batch_id
+            raise
+
+    def _batch(self, env: messages.Envelope, frames: Sequence[memoryview], notify: Notify) -> Handled:
+        if env.bundle != self.bundle.hash:
+            raise BundleMismatch(
+                f"batch {env.batch_id} was encoded with bundle {env.bundle[:12]}, "
+                f"this receiver holds {self.bundle.hash[:12]}"
+            )
+        key = (env.batch_id, env.t_a_ns)
+        cached = self._reports.get(key)
+        if cached is not None:
+            self.counters["duplicate"] += 1
+            log.info("duplicate_batch", batch=env.batch_id, attempt=env.attempt)
+            return Handled(cached)
+        if len(frames) != 2:
+            raise EnvelopeError(f"batch {env.batch_id} has no payload frame")
+        tx_sync = (SyncState.from_dict(env.sync) if env.sync is not None
+                   else SyncState.unsynchronised("TX sent no sync state", read_at_ns=env.t_a_ns))
+        offset = OffsetEstimate.from_dict(env.offset) if env.offset is not None else None
+        sent = env.header
+        if sent.size > self.max_message_bytes:
+            raise OversizeMessage(f"batch {env.batch_id} announces {sent.size} payload bytes, "
+                                  f"limit {self.max_message_bytes}")
+        bearer = self._bearer(env)
+        received = bearer.receive(env, frames[1], notify)
+        t0 = monotonic_ns()
+        parsed, test_index, vectors_lost = self._parse(received, sent)
+        parse_s = (monotonic_ns() - t0) / NS_PER_S
+        if received.frames_lost:
+            self.counters["frames_lost"] += received.frames_lost
+            log.warning("frames_lost", batch=env.batch_id, frames_lost=received.frames_lost,
+                        frames_total=None if received.phy is None else received.phy.frames_total,
+                        vectors_lost=vectors_lost, snr_db=received.snr_db)
+        outcome = self.receiver.process_parsed(parsed, seed=env.batch_id, parse_s=parse_s)
+        predictions = np.full(env.t, wire.NO_LABEL, dtype=np.uint8)
+        predictions[test_index] = outcome.predictions
+        comm = comm_latency_record(env.t_a_ns, outcome.t_b_ns, tx_sync, self.sync(), offset)
+        comm_s = comm.value_ns / NS_PER_S
+        c, d = outcome.fit.seconds, outcome.classify_s
+        report = messages.Report(
+            batch_id=env.batch_id,
+            attempt=env.attempt,
+            predictions=predictions.tobytes(),
+            n_test=env.t,
+            n_train=outcome.header.n,
+            alpha=outcome.header.alpha,
+            adapt=self.receiver.adapt.mode.value,
+            t_b_ns=outcome.t_b_ns,
+            latency_comm_s=comm_s,
+            latency_finetune_s=c,
+            latency_classify_s=d,
+            latency_e2e_s=comm_s + c + d,
+            parse_s=outcome.parse_s,
+            reconstruct_s=outcome.reconstruct_s,
+            train_loss=outcome.fit.final_loss,
+            vectors_lost=vectors_lost,
+            frames_lost=received.frames_lost,
+            snr_db=received.snr_db,
+            comm=comm.to_dict(),
+            sync=comm.rx.to_dict(),
+        )
+        encoded = report.encode()
+        self._reports[key] = encoded
+        while len(self._reports) > REPORT_CACHE:
+            self._reports.popitem(last=False)
+        self.counters["batches"] += 1
+        record: dict[str, Any] = {
+            "batch": env.batch_id,
+            "attempt": env.attempt,
+            "modulation": env.modulation,
+            "alpha": env.alpha,
+            "b_max": env.b_max,
+            "n_test": report.n_test,
+            "n_train": report.n_train,
+            "payload_bytes": sent.size,
+            "transport": env.transport,
+            "vectors_lost": vectors_lost,
+            "frames_lost": report.frames_lost,
+            "frames_total": None if received.phy is None else received.phy.frames_total,
+            "snr_db": report.snr_db,
+            # RX never sees test labels; TX scores the predictions.
+            "accuracy": None,
+            **comm_metrics(comm),
+            "latency_finetune_s": c,
+            "latency_classify_s": d,
+            "latency_e2e_s": report.latency_e2e_s,
+            "parse_s": outcome.parse_s,
+            "reconstruct_s": outcome.reconstruct_s,
+            "train_loss": outcome.fit.final_loss,
+            "adapt": report.adapt,
+            "t_a_ns": env.t_a_ns,
+            "t_b_ns": outcome.t_b_ns,
+            "rx_done_ns": realtime_ns(),
+        }
+        return Handled(encoded, record, comm.describe())
+
+    def _bearer(self, env: messages.Envelope) -> Bearer:
+        try:
+            return self.bearers[Transport(env.transport)]
+        except ValueError:
+            raise EnvelopeError(f"unknown transport {env.transport!r}: expected one of "
+                                f"{', '.join(t.value for t in Transport)}") from None
+        except KeyError:
+            raise EnvelopeError(f"batch {env.batch_id} comes by {env.transport} but this receiver has no "
+                                "bearer for it (over the air: add a pluto section to its config)") from None
+
+    def _parse(self, received: Received, sent: wire.Header) -> tuple[wire.Payload, np.ndarray, int]:
+        """The vectors to use, the test indices they carry, and how many vectors were lost."""
+        if received.valid is None:
+            parsed = self.receiver.parse(received.payload)
+            if parsed.header != sent:
+                raise PayloadError(f"payload header {parsed.header} disagrees with the envelope's {sent}")
+            return parsed, np.arange(sent.t), 0
+        partial = wire.parse_partial(received.payload, received.valid, sent, max_alpha=self.bundle.dims,
+                                     num_classes=self.bundle.meta.num_classes)
+        return partial.payload, partial.test_index, partial.vectors_lost
+

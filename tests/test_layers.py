@@ -1,0 +1,33 @@
+"""The import-linter contracts in pyproject.toml (checked by ``make layers``) stay complete."""
+
+from __future__ import annotations
+
+import pkgutil
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import common
+
+PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
+#: The entry points: they start daemons and benchmarks, so they may import tx and rx.
+ENTRY_POINTS = {"common.cli", "common.tools", "common.bench"}
+
+
+def contract(name_start: str) -> dict[str, Any]:
+    contracts = tomllib.loads(PYPROJECT.read_text())["tool"]["importlinter"]["contracts"]
+    (found,) = (c for c in contracts if c["name"].startswith(name_start))
+    return dict(found)
+
+
+def test_every_library_module_of_common_is_bound_by_the_no_tx_rx_contract() -> None:
+    """A new child of common is either listed (it may not import tx or rx) or an entry point."""
+    children = {f"common.{m.name}" for m in pkgutil.iter_modules(common.__path__)}
+    listed = set(contract("common's library never imports tx or rx")["source_modules"])
+    assert listed == children - ENTRY_POINTS
+    assert children >= ENTRY_POINTS
+
+
+def test_tx_is_forbidden_torch() -> None:
+    c = contract("tx never imports torch")
+    assert (c["type"], c["source_modules"], c["forbidden_modules"]) == ("forbidden", ["tx"], ["torch"])

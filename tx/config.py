@@ -1,0 +1,135 @@
+"""TX's configuration: the keys of ``tx.yaml``, each also a flag of ``semalign tx``.
+
+A plain frozen dataclass (no torch, no radio driver), validated once in ``__post_init__``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from common.config import CHOICES, as_enum, at_least, one_of
+from common.data.spec import DATASET_NAMES, LinkDefaults, get_spec
+from common.errors import ConfigError
+from common.modulation import Modulation
+from common.radio.pluto import PlutoConfig
+from common.transport.base import Transport
+from common.wire.payload import ValueType
+from tx.plan import AlphaPolicy, LinkPolicy
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+VALUE_TYPES = tuple(v.name.lower() for v in ValueType)
+#: The transports a config file or flag may name.
+TRANSPORTS = (Transport.ZMQ.value, Transport.SIM.value, Transport.PLUTO.value)
+
+
+@dataclass(frozen=True)
+class TxConfig:
+    #: Dataset the test stream and the fine-tuning pool come from.
+    dataset: str = field(default="digits", metadata={CHOICES: DATASET_NAMES})
+    #: Directory with the IDX files (mnist, fashion-mnist).
+    data_dir: str | None = None
+    #: Bundle directory (default: the cache dir of the dataset).
+    bundle: str | None = None
+    #: RX's data endpoint, which TX connects to.
+    endpoint: str = "tcp://127.0.0.1:5555"
+    #: TX's control endpoint (request/reply), which TX binds.
+    control: str = "tcp://127.0.0.1:5556"
+    #: Initial modulation: bpsk, qpsk, 16qam, 64qam or 256qam; change live with `semalign ctl`.
+    modulation: str = "256qam"
+    #: proportional: alpha = round(dims * bits(mod) / 8); fixed: the alpha key's value.
+    alpha_policy: AlphaPolicy = AlphaPolicy.PROPORTIONAL
+    #: PCA coefficients per vector under alpha_policy fixed.
+    alpha: int | None = None
+    #: Test vectors per batch (default: the dataset's).
+    t: int | None = None
+    #: B_max = floor(symbols_per_window * bits/symbol * code_rate / 8) (default: the dataset's).
+    symbols_per_window: int | None = None
+    #: Code rate in (0, 1] (default: the dataset's).
+    code_rate: float | None = None
+    #: Type of each value on the wire.
+    value_type: str = field(default="float32", metadata={CHOICES: VALUE_TYPES})
+    #: Batches to send; 0 streams until stopped or the test stream is exhausted.
+    batches: int = 0
+    #: Seconds between batches.
+    interval_s: float = 0.0
+    #: Unacknowledged batches at most.
+    max_inflight: int = 2
+    #: Resend a batch not acknowledged in this many seconds (backs off x2, x4).
+    ack_timeout_s: float = 15.0
+    #: Sends per batch before it is declared lost.
+    max_attempts: int = 6
+    #: Give up when no receiver answers within this many seconds; 0 waits forever.
+    hello_timeout_s: float = 0.0
+    #: Seed of the batches' sample choice.
+    seed: int = 0
+    #: Append one JSON object per batch to this file.
+    metrics_out: str | None = None
+    #: Least severe log level printed.
+    log_level: str = field(default="info", metadata={CHOICES: LOG_LEVELS})
+    # Not ``memory`` from a file or flag: the in-memory twin is for tests that build the config.
+    #: zmq: payload bytes on the socket; sim: baseband samples through a channel process;
+    #: pluto: baseband samples over the air from an ADALM-Pluto (needs the ``pluto`` section).
+    transport: Transport = field(default=Transport.ZMQ, metadata={CHOICES: TRANSPORTS})
+    pluto: PlutoConfig | None = None
+    #: manual: modulation set by config/ctl; amc: chosen from RX's SNR reports (sim, pluto).
+    link_policy: LinkPolicy = LinkPolicy.MANUAL
+    #: dB of SNR margin before AMC steps the modulation back up.
+    amc_hysteresis_db: float = 2.0
+    #: gpsd as HOST[:PORT] for clock sync state, or "off".
+    gpsd: str = "127.0.0.1:2947"
+    #: chronyc's -h target (default: chronyc's own).
+    chrony_socket: str | None = None
+    #: Seconds between clock sync state readings.
+    sync_interval_s: float = 300.0
+    #: Seconds between NTP-style clock probes to RX (offset estimate for unsynchronised clocks).
+    clock_probe_interval_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        # Fields may arrive as names when the dataclass is built in code rather than loaded.
+        _set = object.__setattr__
+        Modulation.parse(self.modulation)
+        ValueType.parse(self.value_type)
+        _set(self, "alpha_policy", AlphaPolicy.parse(self.alpha_policy))
+        _set(self, "transport", as_enum(Transport, "transport", self.transport))
+        _set(self, "link_policy", as_enum(LinkPolicy, "link_policy", self.link_policy))
+        one_of("dataset", self.dataset, DATASET_NAMES)
+        one_of("value_type", self.value_type, VALUE_TYPES)
+        one_of("log_level", self.log_level, LOG_LEVELS)
+        if self.link_policy is LinkPolicy.AMC and self.transport in (Transport.ZMQ, Transport.MEMORY):
+            raise ConfigError(
+                f"link_policy 'amc' needs SNR reports: expected transport sim or pluto, got {self.transport}"
+            )
+        if self.transport is Transport.PLUTO and self.pluto is None:
+            raise ConfigError("transport 'pluto' needs a pluto section (at least uri), got none")
+        if not 0 <= self.amc_hysteresis_db <= 20:
+            raise ConfigError(f"amc_hysteresis_db: expected a number in [0, 20], got {self.amc_hysteresis_db}")
+        if self.alpha_policy is AlphaPolicy.FIXED and self.alpha is None:
+            raise ConfigError("alpha_policy 'fixed' needs alpha: expected an integer >= 1, got nothing")
+        at_least("alpha", self.alpha, 1)
+        at_least("t", self.t, 0)
+        at_least("symbols_per_window", self.symbols_per_window, 1)
+        at_least("batches", self.batches, 0)
+        at_least("max_inflight", self.max_inflight, 1)
+        at_least("max_attempts", self.max_attempts, 1)
+        if self.code_rate is not None and not 0 < self.code_rate <= 1:
+            raise ConfigError(f"code_rate: expected a number in (0, 1], got {self.code_rate}")
+        for name in ("interval_s", "hello_timeout_s", "clock_probe_interval_s"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name}: expected a number >= 0, got {getattr(self, name)}")
+        if self.ack_timeout_s <= 0:
+            raise ConfigError(f"ack_timeout_s: expected a number > 0, got {self.ack_timeout_s}")
+
+    @property
+    def link(self) -> LinkDefaults:
+        """The dataset's link defaults with this config's ``t``, ``symbols_per_window`` and ``code_rate``."""
+        d = get_spec(self.dataset).link
+        return LinkDefaults(
+            t=self.t if self.t is not None else d.t,
+            symbols_per_window=self.symbols_per_window or d.symbols_per_window,
+            code_rate=self.code_rate or d.code_rate,
+        )
+
+    @property
+    def value_type_enum(self) -> ValueType:
+        return ValueType.parse(self.value_type)
+
