@@ -12,7 +12,7 @@ from common.data.spec import DATASET_NAMES, LinkDefaults, get_spec
 from common.errors import ConfigError
 from common.modulation import Modulation
 from common.radio.pluto import PlutoConfig
-from common.transport.base import Transport
+from common.transport.base import BearerSettings, Transport, bearer_class
 from common.wire.payload import ValueType
 from tx.plan import AlphaPolicy, LinkPolicy
 
@@ -95,12 +95,15 @@ class TxConfig:
         one_of("dataset", self.dataset, DATASET_NAMES)
         one_of("value_type", self.value_type, VALUE_TYPES)
         one_of("log_level", self.log_level, LOG_LEVELS)
-        if self.link_policy is LinkPolicy.AMC and self.transport in (Transport.ZMQ, Transport.MEMORY):
+        # The bearer knows what it needs and what it reports; the config only asks it.
+        bearer = bearer_class(self.transport)
+        if self.link_policy is LinkPolicy.AMC and not bearer.reports_snr:
+            snr = " or ".join(t for t in TRANSPORTS if bearer_class(Transport(t)).reports_snr)
             raise ConfigError(
-                f"link_policy 'amc' needs SNR reports: expected transport sim or pluto, got {self.transport}"
+                f"link_policy 'amc' needs SNR reports: expected transport {snr}, got {self.transport}"
             )
-        if self.transport is Transport.PLUTO and self.pluto is None:
-            raise ConfigError("transport 'pluto' needs a pluto section (at least uri), got none")
+        if not bearer.available(BearerSettings(pluto=self.pluto)):
+            raise ConfigError(f"transport {self.transport.value!r} needs a pluto section (at least uri), got none")
         if not 0 <= self.amc_hysteresis_db <= 20:
             raise ConfigError(f"amc_hysteresis_db: expected a number in [0, 20], got {self.amc_hysteresis_db}")
         if self.alpha_policy is AlphaPolicy.FIXED and self.alpha is None:

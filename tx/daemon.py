@@ -80,7 +80,7 @@ class TxDaemon:
         self.rx_ready = False
         self.fatal: str | None = None
         self.counters: Counter[str] = Counter()
-        self.builder = BatchBuilder(bundle, dataset, seed=config.seed, transport=config.transport)
+        self.builder = BatchBuilder(bundle, dataset, seed=config.seed, transport=self.bearer.transport)
         self.inflight = Inflight(config.ack_timeout_s, config.max_attempts)
         self.scores = Scoreboard(self.counters)
         self.next_batch = 0

@@ -1,7 +1,7 @@
 """``semalign bench paper``: the paper's experiment (its Figures 3 and 4) through the real code.
 
-TX's PCA encoder and payload builder, a ZeroMQ DEALER->ROUTER link on tcp loopback and RX's
-``Receiver`` (the daemon's adaptation code) for every alpha, seed and adaptation method.
+TX's ``BatchBuilder``, the ZeroMQ bearer on tcp loopback and RX's ``BatchHandler`` (the
+daemons' own batch path) for every alpha, seed and adaptation method.
 Summaries, goal checks, CSV files and plots are ``common.bench.report``'s.
 """
 
@@ -35,19 +35,24 @@ from common.bench.report import (
     time_to_target,
     write_csv,
 )
-from common.clock import NS_PER_S, Stamp, monotonic_ns
+from common.clock import realtime_ns
 from common.data.spec import DATASET_NAMES, LINK_DEFAULTS, Dataset, Split, load_dataset
-from common.errors import BenchError, ConfigError, SemalignError, TransportError
+from common.errors import BenchError, ConfigError, TransportError, Unreachable
 from common.log import progress
 from common.ml.adapt import AdaptConfig, Adapter, AdaptMode
 from common.ml.bundle import PRETRAIN_DEFAULTS, Bundle, default_bundle_dir
 from common.ml.model import load_model
 from common.ml.pretrain import ensure_bundle
 from common.modulation import Modulation, byte_budget
-from common.transport.zmq import make_socket
+from common.timesync import SyncState
+from common.transport.base import Transport
+from common.transport.zmq import DealerWire, RouterWire, ZmqBearer
 from common.wire import messages
 from common.wire import payload as wire
-from rx.pipeline import Outcome, Receiver
+from rx.handler import BatchHandler
+from rx.pipeline import Receiver
+from tx.batches import BatchBuilder
+from tx.plan import LinkPlan
 
 #: The paper's sweep: alpha = 150, 140, ..., 40 at 64QAM.
 DEFAULT_ALPHAS: tuple[int, ...] = tuple(range(150, 39, -10))
@@ -107,77 +112,94 @@ def accuracy(adapter: Adapter, x: torch.Tensor, y: npt.NDArray[np.int64]) -> flo
 # -- the loopback link -------------------------------------------------------------------
 
 
-class LoopbackRx:
-    """RX's side of the benchmark link: a ROUTER on tcp loopback served by one thread.
+class LoopbackLink:
+    """The daemons' batch path on tcp loopback: ``BatchBuilder`` -> bearer -> ``BatchHandler``.
 
-    For each batch it does what ``rx.daemon`` does between receiving and replying (decode the
-    envelope, parse, ``Receiver.process_parsed``, encode a ``Report``), with the receiver the
-    caller picked through ``use`` before sending. The B stamp is the pipeline's own.
+    TX's side builds and sends in the caller's thread; RX's side is a ROUTER served by one
+    thread running the handler the caller picked through ``use``, so the A and B stamps,
+    the comm latency record and the report are the daemons' own.
     """
 
-    def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]]) -> None:
-        self._ctx = ctx
+    def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], bundle: Bundle) -> None:
+        self.bundle = bundle
+        self.builder = BatchBuilder(bundle, transport=Transport.ZMQ)
+        self.bearer = ZmqBearer()
+        self._handler: BatchHandler | None = None
         self._stop = threading.Event()
         self._ready: queue.Queue[str | BaseException] = queue.Queue()
-        self._receiver: Receiver | None = None
-        self.outcome: Outcome | None = None
+        self._ctx = ctx
         self._thread = threading.Thread(target=self._serve, name="bench-rx", daemon=True)
         self._thread.start()
         ready = self._ready.get(timeout=30)
         if isinstance(ready, BaseException):
             raise TransportError(f"benchmark receiver failed to start: {ready}") from ready
         self.endpoint = ready
+        self.wire = DealerWire(ctx, ready)
+        self._batch = 0
 
     def use(self, receiver: Receiver) -> None:
-        self._receiver = receiver
+        self._handler = BatchHandler(self.bundle, receiver, {Transport.ZMQ: self.bearer}, _same_host,
+                                     max_message_bytes=MAX_MESSAGE_BYTES)
 
     def _serve(self) -> None:
         try:
-            sock = make_socket(self._ctx, zmq.ROUTER)
-            sock.bind("tcp://127.0.0.1:*")
+            rx = RouterWire(self._ctx, "tcp://127.0.0.1:*")
         except zmq.ZMQError as exc:
             self._ready.put(exc)
             return
-        self._ready.put(sock.getsockopt_string(zmq.LAST_ENDPOINT))
+        self._ready.put(rx.endpoint)
         try:
             while not self._stop.is_set():
-                if not sock.poll(POLL_MS):
+                if not rx.poll(POLL_MS):
                     continue
-                frames = sock.recv_multipart(copy=False)
-                reply = self._handle([f.buffer for f in frames[1:]])
-                sock.send_multipart([frames[0].bytes, reply])
+                peer, frames = rx.recv()
+                received_ns = realtime_ns()
+                handler = self._handler
+                if handler is None:
+                    reply = messages.ErrorReply("bench", "no receiver chosen").encode()
+                else:
+                    reply = handler.handle(frames, received_ns=received_ns).reply
+                rx.reply(peer, reply)
         finally:
-            sock.close(0)
+            rx.close()
 
-    def _handle(self, frames: list[memoryview]) -> bytes:
-        try:
-            if len(frames) != 2 or self._receiver is None:
-                raise BenchError(f"expected [envelope, payload] and a receiver, got {len(frames)} frames")
-            env = messages.Envelope.decode(messages.unpack(frames[0]))
-            t0 = monotonic_ns()
-            parsed = self._receiver.parse(frames[1])
-            outcome = self._receiver.process_parsed(
-                parsed, seed=env.batch_id, parse_s=(monotonic_ns() - t0) / NS_PER_S
-            )
-        except SemalignError as exc:
-            return messages.ErrorReply(exc.code, str(exc)).encode()
-        except Exception as exc:  # anything else would kill this thread and stall TX's wait
-            return messages.ErrorReply("internal", f"{type(exc).__name__}: {exc}").encode()
-        self.outcome = outcome
-        comm_s = (outcome.t_b_ns - env.t_a_ns) / NS_PER_S
-        c, d = outcome.fit.seconds, outcome.classify_s
-        return messages.Report(
-            batch_id=env.batch_id, attempt=env.attempt, predictions=outcome.predictions.tobytes(),
-            n_test=outcome.header.t, n_train=outcome.header.n, alpha=outcome.header.alpha,
-            adapt=self._receiver.adapt.mode.value, t_b_ns=outcome.t_b_ns,
-            latency_comm_s=comm_s, latency_finetune_s=c, latency_classify_s=d,
-            latency_e2e_s=comm_s + c + d, parse_s=outcome.parse_s,
-            reconstruct_s=outcome.reconstruct_s, train_loss=outcome.fit.final_loss,
-        ).encode()
+    def send(self, images: npt.NDArray[np.float32], t: int, labels: npt.NDArray[np.int64],
+             plan: LinkPlan) -> Sent:
+        """``images`` holds the t test images then the training images with ``labels``."""
+        batch = self.builder.encode(images, t, labels, plan, self._batch)
+        self._batch += 1
+        deadline = time.monotonic() + LINK_TIMEOUT_S
+        while True:  # the DEALER connects in the background at first
+            try:
+                self.bearer.send(self.wire, batch.envelope, batch.payload)
+                break
+            except Unreachable:
+                if time.monotonic() > deadline:
+                    raise TransportError("the benchmark receiver never connected") from None
+                time.sleep(0.01)
+        if not self.wire.socket.poll(int(LINK_TIMEOUT_S * 1000)):
+            raise TransportError(f"no report from the benchmark receiver within {LINK_TIMEOUT_S:g} s")
+        frames = self.wire.recv()
+        reply = messages.decode_reply(frames[0]) if frames else None
+        if isinstance(reply, messages.ErrorReply):
+            raise BenchError(f"receiver rejected the batch: {reply.code}: {reply.message}")
+        if not isinstance(reply, messages.Report):
+            raise BenchError(f"unexpected reply {type(reply).__name__}")
+        return Sent(reply, len(batch.payload), batch.encode_s)
 
     def close(self) -> None:
         self._stop.set()
         self._thread.join(10)
+        self.wire.close()
+
+
+#: Both ends run on this host, so B - A is read off one clock; no sync state is claimed.
+def _same_host() -> SyncState:
+    return SyncState.unsynchronised("benchmark: TX and RX share this host's clock", read_at_ns=realtime_ns())
+
+
+#: RX's message-size limit on the benchmark link (the daemons' default).
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -185,43 +207,6 @@ class Sent:
     report: messages.Report
     payload_bytes: int
     encode_s: float
-
-
-class LoopbackTx:
-    """TX's side: encode and pack exactly as ``TxDaemon.build_batch``, send, await the report."""
-
-    def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], endpoint: str, bundle: Bundle) -> None:
-        self.bundle = bundle
-        self.sock = make_socket(ctx, zmq.DEALER)
-        self.sock.connect(endpoint)
-        self._batch = 0
-
-    def send(
-        self, images: npt.NDArray[np.float32], t: int, labels: npt.NDArray[np.int64],
-        alpha: int, modulation: Modulation, b_max: int,
-    ) -> Sent:
-        """``images`` holds the t test images then the training images with ``labels``."""
-        a = Stamp.now()  # the paper's A: PCA starts now
-        coeffs = self.bundle.codec.encode(images, alpha)
-        body = wire.build(coeffs[:t], coeffs[t:], labels)
-        encode_s = (monotonic_ns() - a.monotonic_ns) / NS_PER_S
-        env = messages.Envelope(
-            batch_id=self._batch, attempt=0, modulation=modulation.value, b_max=b_max,
-            alpha=alpha, bundle=self.bundle.hash, t_a_ns=a.realtime_ns,
-        )
-        self._batch += 1
-        self.sock.send_multipart([env.encode(), body], copy=False)
-        if not self.sock.poll(int(LINK_TIMEOUT_S * 1000)):
-            raise TransportError(f"no report from the benchmark receiver within {LINK_TIMEOUT_S:g} s")
-        reply = messages.decode_reply(self.sock.recv())
-        if isinstance(reply, messages.ErrorReply):
-            raise BenchError(f"receiver rejected the batch: {reply.code}: {reply.message}")
-        if not isinstance(reply, messages.Report):
-            raise BenchError(f"unexpected reply {type(reply).__name__}")
-        return Sent(reply, len(body), encode_s)
-
-    def close(self) -> None:
-        self.sock.close(0)
 
 
 # -- options -----------------------------------------------------------------------------
@@ -283,18 +268,21 @@ class PaperPlan:
     def n_max(self, alpha: int) -> int:
         return wire.n_max(self.b_max, self.t, alpha)
 
+    def link_plan(self, alpha: int, n_max: int) -> LinkPlan:
+        """The plan TX's batch builder gets: the paper's budget at a fixed alpha, float32 values."""
+        return LinkPlan(self.modulation, self.b_max, alpha, self.t, n_max, wire.ValueType.FLOAT32)
+
 
 def run_paper(plan: PaperPlan, bundle: Bundle, dataset: Dataset) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Run the sweep; returns the paper.csv rows and the curves.csv rows."""
     torch.set_num_threads(plan.threads)
     src = sources(dataset, plan.split, plan.eval_images)
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    rx = LoopbackRx(ctx)
-    tx = LoopbackTx(ctx, rx.endpoint, bundle)
+    link = LoopbackLink(ctx, bundle)
     rows: list[dict[str, Any]] = []
     curves: list[dict[str, Any]] = []
     try:
-        receivers = {(seed, method): _receiver(plan, bundle, src, rx, tx, method, seed)
+        receivers = {(seed, method): _receiver(plan, bundle, src, link, method, seed)
                      for seed in plan.seeds for method in plan.methods}
         jobs = [(alpha, seed) for alpha in plan.alphas for seed in plan.seeds]
         evaluation: dict[int, torch.Tensor] = {}  # the current alpha's reconstructed images only
@@ -306,20 +294,19 @@ def run_paper(plan: PaperPlan, bundle: Bundle, dataset: Dataset) -> tuple[list[d
             batch = _draw(plan, src, alpha, seed)
             for method in plan.methods:
                 receiver = receivers[(seed, method)]
-                rx.use(receiver)
-                sent = tx.send(batch.images, plan.t, batch.labels, alpha, plan.modulation, plan.b_max)
+                link.use(receiver)
+                sent = link.send(batch.images, plan.t, batch.labels, plan.link_plan(alpha, batch.n_max))
                 rows.append(_row(plan, alpha, seed, method, batch, sent, receiver, x_eval, src))
             if seed in plan.seeds[: plan.curve_seeds]:
                 curves.extend(_curve(plan, bundle, alpha, seed, batch, x_eval, src))
     finally:
-        tx.close()
-        rx.close()
+        link.close()
         ctx.term()
     return rows, curves
 
 
 def _receiver(
-    plan: PaperPlan, bundle: Bundle, src: Sources, rx: LoopbackRx, tx: LoopbackTx, method: str, seed: int
+    plan: PaperPlan, bundle: Bundle, src: Sources, link: LoopbackLink, method: str, seed: int
 ) -> Receiver:
     """A receiver for one method and seed, warmed up by one small batch through the link.
 
@@ -327,11 +314,11 @@ def _receiver(
     the first measured batch (the daemon warms up the same way before serving).
     """
     receiver = Receiver(bundle, method_config(plan.adapt, method, seed), threads=plan.threads)
-    rx.use(receiver)
+    link.use(receiver)
     alpha = plan.alphas[0]
     n = min(8, len(src.pool.y))
     images = np.concatenate([src.evaluation.x[:1], src.pool.x[:n]])
-    tx.send(images, 1, src.pool.y[:n], alpha, plan.modulation, plan.b_max)
+    link.send(images, 1, src.pool.y[:n], plan.link_plan(alpha, plan.n_max(alpha)))
     return receiver
 
 
