@@ -30,6 +30,7 @@ from common.ml.bundle import Bundle
 from common.timesync import (
     ClockProbe,
     ClockReply,
+    CommLatency,
     OffsetEstimate,
     SyncState,
     comm_latency_record,
@@ -38,7 +39,7 @@ from common.timesync import (
 from common.transport.base import Bearer, Notify, Received, Transport
 from common.wire import messages
 from common.wire import payload as wire
-from rx.pipeline import Receiver
+from rx.pipeline import Outcome, Receiver
 
 log = get_logger("semalign.rx")
 
@@ -145,67 +146,14 @@ class BatchHandler:
                         frames_total=None if received.phy is None else received.phy.frames_total,
                         vectors_lost=vectors_lost, snr_db=received.snr_db)
         outcome = self.receiver.process_parsed(parsed, seed=env.batch_id, parse_s=parse_s)
-        predictions = np.full(env.t, wire.NO_LABEL, dtype=np.uint8)
-        predictions[test_index] = outcome.predictions
         comm = comm_latency_record(env.t_a_ns, outcome.t_b_ns, tx_sync, self.sync(), offset)
-        comm_s = comm.value_ns / NS_PER_S
-        c, d = outcome.fit.seconds, outcome.classify_s
-        report = messages.Report(
-            batch_id=env.batch_id,
-            attempt=env.attempt,
-            predictions=predictions.tobytes(),
-            n_test=env.t,
-            n_train=outcome.header.n,
-            alpha=outcome.header.alpha,
-            adapt=self.receiver.adapt.mode.value,
-            t_b_ns=outcome.t_b_ns,
-            latency_comm_s=comm_s,
-            latency_finetune_s=c,
-            latency_classify_s=d,
-            latency_e2e_s=comm_s + c + d,
-            parse_s=outcome.parse_s,
-            reconstruct_s=outcome.reconstruct_s,
-            train_loss=outcome.fit.final_loss,
-            vectors_lost=vectors_lost,
-            frames_lost=received.frames_lost,
-            snr_db=received.snr_db,
-            comm=comm.to_dict(),
-            sync=comm.rx.to_dict(),
-        )
+        report = _report(env, outcome, test_index, received, vectors_lost, comm, self.receiver.adapt.mode.value)
         encoded = report.encode()
         self._reports[key] = encoded
         while len(self._reports) > REPORT_CACHE:
             self._reports.popitem(last=False)
         self.counters["batches"] += 1
-        record: dict[str, Any] = {
-            "batch": env.batch_id,
-            "attempt": env.attempt,
-            "modulation": env.modulation,
-            "alpha": env.alpha,
-            "b_max": env.b_max,
-            "n_test": report.n_test,
-            "n_train": report.n_train,
-            "payload_bytes": sent.size,
-            "transport": env.transport,
-            "vectors_lost": vectors_lost,
-            "frames_lost": report.frames_lost,
-            "frames_total": None if received.phy is None else received.phy.frames_total,
-            "snr_db": report.snr_db,
-            # RX never sees test labels; TX scores the predictions.
-            "accuracy": None,
-            **comm_metrics(comm),
-            "latency_finetune_s": c,
-            "latency_classify_s": d,
-            "latency_e2e_s": report.latency_e2e_s,
-            "parse_s": outcome.parse_s,
-            "reconstruct_s": outcome.reconstruct_s,
-            "train_loss": outcome.fit.final_loss,
-            "adapt": report.adapt,
-            "t_a_ns": env.t_a_ns,
-            "t_b_ns": outcome.t_b_ns,
-            "rx_done_ns": realtime_ns(),
-        }
-        return Handled(encoded, record, comm.describe())
+        return Handled(encoded, _record(env, report, received, outcome, comm), comm.describe())
 
     def _bearer(self, env: messages.Envelope) -> Bearer:
         try:
@@ -228,3 +176,67 @@ class BatchHandler:
                                      num_classes=self.bundle.meta.num_classes)
         return partial.payload, partial.test_index, partial.vectors_lost
 
+
+
+def _report(env: messages.Envelope, outcome: Outcome, test_index: np.ndarray, received: Received,
+            vectors_lost: int, comm: CommLatency, adapt: str) -> messages.Report:
+    """The reply to a processed batch; a test vector that did not arrive has no prediction."""
+    predictions = np.full(env.t, wire.NO_LABEL, dtype=np.uint8)
+    predictions[test_index] = outcome.predictions
+    comm_s = comm.value_ns / NS_PER_S
+    c, d = outcome.fit.seconds, outcome.classify_s
+    return messages.Report(
+        batch_id=env.batch_id,
+        attempt=env.attempt,
+        predictions=predictions.tobytes(),
+        n_test=env.t,
+        n_train=outcome.header.n,
+        alpha=outcome.header.alpha,
+        adapt=adapt,
+        t_b_ns=outcome.t_b_ns,
+        latency_comm_s=comm_s,
+        latency_finetune_s=c,
+        latency_classify_s=d,
+        latency_e2e_s=comm_s + c + d,
+        parse_s=outcome.parse_s,
+        reconstruct_s=outcome.reconstruct_s,
+        train_loss=outcome.fit.final_loss,
+        vectors_lost=vectors_lost,
+        frames_lost=received.frames_lost,
+        snr_db=received.snr_db,
+        comm=comm.to_dict(),
+        sync=comm.rx.to_dict(),
+    )
+
+
+def _record(env: messages.Envelope, report: messages.Report, received: Received, outcome: Outcome,
+            comm: CommLatency) -> dict[str, Any]:
+    """RX's metrics row of a processed batch."""
+    return {
+        "batch": env.batch_id,
+        "attempt": env.attempt,
+        "modulation": env.modulation,
+        "alpha": env.alpha,
+        "b_max": env.b_max,
+        "n_test": report.n_test,
+        "n_train": report.n_train,
+        "payload_bytes": env.payload_size,
+        "transport": env.transport,
+        "vectors_lost": report.vectors_lost,
+        "frames_lost": report.frames_lost,
+        "frames_total": None if received.phy is None else received.phy.frames_total,
+        "snr_db": report.snr_db,
+        # RX never sees test labels; TX scores the predictions.
+        "accuracy": None,
+        **comm_metrics(comm),
+        "latency_finetune_s": report.latency_finetune_s,
+        "latency_classify_s": report.latency_classify_s,
+        "latency_e2e_s": report.latency_e2e_s,
+        "parse_s": outcome.parse_s,
+        "reconstruct_s": outcome.reconstruct_s,
+        "train_loss": outcome.fit.final_loss,
+        "adapt": report.adapt,
+        "t_a_ns": env.t_a_ns,
+        "t_b_ns": outcome.t_b_ns,
+        "rx_done_ns": realtime_ns(),
+    }
