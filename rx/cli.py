@@ -6,7 +6,6 @@ Every key of :class:`rx.config.RxConfig` is a flag; the heavy modules load after
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 from common.config import config_parser, parse_config
 from rx.config import RxConfig
@@ -19,13 +18,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = config_parser(RxConfig, "semalign rx", "Run the RX daemon.", aliases=ALIASES)
     config = parse_config(RxConfig, parser, argv)
     from common import log as logmod
-    from common.ml.bundle import default_bundle_dir, load_bundle
+    from common.ml.bundle import resolve_bundle
     from common.runtime import StopFlag
     from rx.daemon import RxDaemon
 
     logmod.configure(config.log_level)
     stop = StopFlag().install()
-    bundle = load_bundle(Path(config.bundle).expanduser() if config.bundle else default_bundle_dir(config.dataset))
+    bundle = resolve_bundle(config.bundle, config.dataset)
     daemon = RxDaemon(config, bundle)
     try:
         daemon.run(stop)

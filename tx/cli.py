@@ -6,7 +6,6 @@ Every key of :class:`tx.config.TxConfig` is a flag; the heavy modules load after
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 from common.config import config_parser, parse_config
 from tx.config import TxConfig
@@ -24,13 +23,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = parse_config(TxConfig, parser, argv)
     from common import log as logmod
     from common.data.spec import load_dataset
-    from common.ml.bundle import default_bundle_dir, load_bundle
+    from common.ml.bundle import resolve_bundle
     from common.runtime import StopFlag
     from tx.daemon import TxDaemon
 
     logmod.configure(config.log_level)
     stop = StopFlag().install()
-    bundle = load_bundle(Path(config.bundle).expanduser() if config.bundle else default_bundle_dir(config.dataset))
+    bundle = resolve_bundle(config.bundle, config.dataset)
     dataset = load_dataset(config.dataset, config.data_dir)
     daemon = TxDaemon(config, bundle, dataset)
     try:

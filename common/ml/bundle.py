@@ -183,3 +183,8 @@ def default_bundle_dir(dataset: str) -> Path:
     root = os.environ.get("SEMALIGN_CACHE")
     base = Path(root) if root else Path.home() / ".cache" / "semalign"
     return base / "bundles" / dataset
+
+
+def resolve_bundle(path: str | None, dataset: str) -> Bundle:
+    """The bundle a daemon was configured with (``~`` expanded), or the dataset's cached one."""
+    return load_bundle(Path(path).expanduser() if path else default_bundle_dir(dataset))
