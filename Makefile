@@ -1,11 +1,11 @@
 # Each target creates its own virtual environment on first use (.venv, or VENV=path).
 VENV ?= .venv
 PY := $(VENV)/bin/python
-EXTRAS ?= dev,plot,sdr
+EXTRAS ?= dev,plot,sdr,dask,monitor
 comma := ,
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: demo test lint layers typecheck unit venv clean
+.PHONY: demo test lint layers typecheck unit venv clean fuzz
 
 venv: $(STAMP)
 
@@ -31,6 +31,14 @@ unit: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test: lint layers typecheck unit
+
+# The atheris harness of tests/fuzz for FUZZ_SECONDS; new inputs and crash-* files go to FUZZ_WORK.
+FUZZ_SECONDS ?= 60
+FUZZ_WORK ?= /tmp/semalign-fuzz
+fuzz: $(STAMP)
+	mkdir -p $(FUZZ_WORK)
+	$(PY) tests/fuzz/fuzz_messages.py -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=$(FUZZ_WORK)/ \
+		$(FUZZ_WORK) tests/fuzz/corpus
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

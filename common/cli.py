@@ -25,6 +25,10 @@ BENCH_SUITES: dict[str, str] = {
     "paper": "common.bench.paper:paper_main",
     "system": "common.bench.system:system_main",
     "modem": "common.bench.modem:bench_modem_main",
+    "soak": "common.bench.soak:soak_main",
+    "monitor": "common.bench.monitor:monitor_main",
+    "align": "common.bench.align:align_main",
+    "air": "common.radio.emu.bench:bench_air_main",
 }
 
 COMMANDS: dict[str, Command] = {
@@ -34,7 +38,10 @@ COMMANDS: dict[str, Command] = {
     "ctl": Command("tx.ctl:main", "control a running TX daemon"),
     "demo": Command("common.tools.demo:main", "run RX and TX on this machine and stream batches"),
     "channel": Command("common.tools.channel:main", "run the simulated radio channel between TX and RX"),
+    "pluto-emu": Command("common.radio.emu.cli:pluto_emu_main", "emulated ADALM-Plutos (iiod protocol) on one real-time air"),
     "clock": Command("common.timesync.cli:clock_main", "print this host's clock sync state"),
+    "watch": Command("common.tools.watch.cli:watch_main", "live dashboard of the daemons' monitor streams; steers TX"),
+    "keygen": Command("common.transport.security:keygen_main", "write a CURVE key pair (docs/security.md)"),
     "bench": Command("common.cli:bench_main", "benchmarks: " + ", ".join(BENCH_SUITES)),
 }
 

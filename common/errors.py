@@ -2,6 +2,7 @@
 
     SemalignError
     ├── ConfigError                 a config file or flag is invalid
+    │   └── ShiftError              a sensor-shift spec is invalid, or its plugin misbehaved
     ├── DatasetError                a dataset is missing, corrupt or unreachable
     │   └── ChecksumError           a file does not match its published checksum
     ├── BundleError                 a model bundle is missing, corrupt or incompatible
@@ -12,20 +13,25 @@
     │   │   └── BadSyncMessage      a sync state, clock probe or clock reply is malformed
     │   ├── FrameError              a radio frame's header or body is malformed (magic, CRC, fields)
     │   ├── SampleError             a block of baseband samples has the wrong shape, dtype or length
+    │   ├── MonitorError            a monitor-stream message is malformed (``semalign watch`` input)
     │   └── PayloadError            the binary payload is malformed
     │       ├── BadMagic
     │       ├── BadVersion
     │       ├── BadValueType
     │       ├── SizeMismatch        byte count disagrees with the header
+    │       ├── EmptyPayload        the header announces no vectors at all (t = n = 0)
     │       ├── AlphaOutOfRange     alpha is zero or beyond the bundle's dims
     │       ├── BadVector           a vector header is inconsistent (kind, index)
     │       ├── LabelOutOfRange
     │       └── NonFiniteValue      NaN or inf among the values
     ├── BudgetError                 nothing fits in the byte budget
+    ├── InternalError               a bug in semalign met one message (answered, logged with traceback)
     ├── TransportError              a link could not deliver (timeouts, closed sockets)
     │   └── Unreachable             no peer is connected; a send could not be queued
     ├── RadioError                  the SDR front end failed (translated from pyadi-iio/libiio)
-    │   └── SampleOverflow          TX samples exceed the DAC full scale (rejected, never wrapped)
+    │   ├── SampleOverflow          TX samples exceed the DAC full scale (rejected, never wrapped)
+    │   ├── RadioUnreachable        the radio stayed unreachable for the whole reconnect window
+    │   └── IiodError               the Pluto emulator refuses an iiod request (answered as -errno)
     ├── TimeSyncError               a clock sync-state reader could not read its source
     ├── AdaptationError             fine-tuning produced an unusable model (e.g. non-finite merge)
     └── BenchError                  a benchmark could not run as asked
@@ -47,6 +53,12 @@ class SemalignError(Exception):
 
 class ConfigError(SemalignError):
     code = "config"
+
+
+class ShiftError(ConfigError):
+    """A ``shift`` spec does not parse, or its ``module:function`` plugin returned bad images."""
+
+    code = "shift"
 
 
 class DatasetError(SemalignError):
@@ -99,6 +111,12 @@ class SampleError(ProtocolError):
     code = "samples"
 
 
+class MonitorError(ProtocolError):
+    """A message on a daemon's monitor stream is malformed; the watcher drops it and counts it."""
+
+    code = "monitor"
+
+
 class PayloadError(ProtocolError):
     code = "payload"
 
@@ -117,6 +135,12 @@ class BadValueType(PayloadError):
 
 class SizeMismatch(PayloadError):
     code = "size_mismatch"
+
+
+class EmptyPayload(PayloadError):
+    """A payload with t = n = 0: nothing to reconstruct, adapt or classify."""
+
+    code = "empty_payload"
 
 
 class AlphaOutOfRange(PayloadError):
@@ -139,6 +163,16 @@ class BudgetError(SemalignError):
     code = "budget"
 
 
+class InternalError(SemalignError):
+    """An unexpected exception while handling one message: a bug in semalign, not bad input.
+
+    The message is answered with ``internal_error`` and the traceback goes to the log; the
+    daemon carries on.
+    """
+
+    code = "internal_error"
+
+
 class TransportError(SemalignError):
     code = "transport"
 
@@ -157,6 +191,29 @@ class SampleOverflow(RadioError):
     """TX samples exceed the DAC full scale; they are rejected instead of wrapping in int16."""
 
     code = "sample_overflow"
+
+
+class RadioUnreachable(RadioError):
+    """Reconnecting kept failing for the configured window (``PlutoConfig.reconnect_window_s``)."""
+
+    code = "radio_unreachable"
+
+
+class IiodError(RadioError):
+    """An iiod request the Pluto emulator refuses; the client reads ``-errno`` as the answer.
+
+    Raised inside ``common.radio.emu`` only: it costs the request (or, for a malformed
+    command stream, the client's connection), never the emulator.
+    """
+
+    code = "iiod"
+
+    def __init__(self, errno: int, message: str, *, close: bool = False) -> None:
+        super().__init__(message)
+        self.errno = errno
+        #: The request cannot be answered in sync (data of unknown length follows it, or the
+        #: client broke the protocol): the emulator closes this client's connection instead.
+        self.close = close
 
 
 class TimeSyncError(SemalignError):

@@ -22,9 +22,13 @@ def _clean(value: Any) -> Any:
 
 
 class MetricsWriter:
-    """Appends JSON lines to ``path``; a no-op when ``path`` is None."""
+    """Appends JSON lines to ``path``; a no-op when ``path`` is None.
 
-    def __init__(self, path: str | Path | None) -> None:
+    ``tags`` (e.g. the daemon's run id) are added to every record.
+    """
+
+    def __init__(self, path: str | Path | None, *, tags: dict[str, Any] | None = None) -> None:
+        self._tags = dict(tags or {})
         self._file: IO[str] | None = None
         if path is not None:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -33,7 +37,7 @@ class MetricsWriter:
     def write(self, record: dict[str, Any]) -> None:
         if self._file is None:
             return
-        self._file.write(json.dumps(_clean(record), sort_keys=True) + "\n")
+        self._file.write(json.dumps(_clean({**record, **self._tags}), sort_keys=True) + "\n")
         self._file.flush()
 
     def close(self) -> None:

@@ -9,8 +9,10 @@ from dataclasses import dataclass, field
 
 from common.config import CHOICES, at_least, one_of
 from common.data.spec import DATASET_NAMES
+from common.errors import ConfigError
 from common.ml.config import AdaptConfig
 from common.radio.pluto import PlutoConfig
+from common.transport.security import SecurityConfig
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -42,9 +44,23 @@ class RxConfig:
     chrony_socket: str | None = None
     #: Seconds between clock sync state readings.
     sync_interval_s: float = 300.0
+    #: Bind the monitor stream (ZeroMQ PUB) for `semalign watch` here, e.g. tcp://127.0.0.1:5557; off unless set.
+    monitor: str | None = None
+    #: Monitor messages queued per subscriber before new ones are dropped (and counted).
+    monitor_hwm: int = 1000
+    #: Serve Prometheus metrics (/metrics) on this port; off unless set (0: any free port).
+    prometheus_port: int | None = None
+    #: Address the Prometheus endpoint listens on.
+    prometheus_addr: str = "0.0.0.0"
+    #: CURVE keys (docs/security.md): key = RX's secret certificate, allow = directory of the
+    #: TX public certificates that may send batches.
+    security: SecurityConfig = field(default_factory=SecurityConfig)
 
     def __post_init__(self) -> None:
         one_of("dataset", self.dataset, DATASET_NAMES)
         one_of("log_level", self.log_level, LOG_LEVELS)
         at_least("threads", self.threads, 1)
         at_least("max_message_bytes", self.max_message_bytes, 1024)
+        at_least("monitor_hwm", self.monitor_hwm, 1)
+        if self.prometheus_port is not None and not 0 <= self.prometheus_port <= 65535:
+            raise ConfigError(f"prometheus_port: expected a port in 0..65535, got {self.prometheus_port}")

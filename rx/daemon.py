@@ -7,7 +7,10 @@ carries on whatever one message held; ``rx.handler`` turns bad input into typed 
 from __future__ import annotations
 
 import functools
+import secrets
 from collections import Counter
+from dataclasses import asdict
+from typing import Any
 
 import zmq
 from threadpoolctl import threadpool_limits
@@ -18,6 +21,7 @@ from common.log import get_logger
 from common.metrics import MetricsWriter
 from common.ml.bundle import Bundle
 from common.runtime import StopFlag
+from common.telemetry import open_telemetry, sync_fields
 from common.timesync import SyncMonitor, daemon_sync_config, start_monitor_thread
 from common.transport.base import BearerSettings, open_receivers
 from common.transport.zmq import Context, RouterWire
@@ -40,15 +44,18 @@ class RxDaemon:
         max_msg = config.max_message_bytes
         # The zmq limit sits above ours so messages between the two get a typed error reply.
         self.wire = RouterWire(ctx or zmq.Context.instance(), config.bind,
-                               max_msg=2 * max_msg + messages.MAX_META_BYTES)
+                               max_msg=2 * max_msg + messages.MAX_META_BYTES, security=config.security)
+        #: One id per daemon start, in every metrics record: restarts are told apart.
+        self.run_id = secrets.token_hex(6)
         self.endpoint = self.wire.endpoint
-        self.metrics = MetricsWriter(config.metrics_out)
+        self.metrics = MetricsWriter(config.metrics_out, tags={"run": self.run_id})
         self.bearers = open_receivers(BearerSettings(pluto=config.pluto, max_payload_bytes=max_msg))
         # The demodulator's matched filter and the small reconstruct matmuls gain nothing from
         # BLAS threads on this workload and suffer from contention with torch's.
         threadpool_limits(1)
         self.sync = SyncMonitor(daemon_sync_config(config.gpsd, config.chrony_socket),
                                 interval_s=config.sync_interval_s, logger=log)
+        self.telemetry = open_telemetry("rx", config, ctx=ctx)
         self.handler = BatchHandler(bundle, self.receiver, self.bearers, self.sync.current,
                                     max_message_bytes=max_msg)
 
@@ -61,15 +68,23 @@ class RxDaemon:
             bearer.close()
         self.wire.close()
         self.metrics.close()
+        self.telemetry.close()
+
+    def monitor_status(self) -> dict[str, Any]:
+        """RX's state for the monitor stream: adaptation settings and clock sync."""
+        return {"endpoint": self.endpoint, "adapt": asdict(self.config.adapt), "dims": self.bundle.dims,
+                "bundle": self.bundle.hash[:12], **sync_fields(self.sync.current()), "counters": dict(self.counters)}
 
     def run(self, stop: StopFlag) -> None:
         warm_s = self.receiver.warm_up()
         self.sync.refresh()
         start_monitor_thread(self.sync, lambda: bool(stop))
-        log.info("rx_ready", warm_up_s=round(warm_s, 3), endpoint=self.endpoint, bundle=self.bundle.hash[:12],
+        log.info("rx_ready", run=self.run_id, curve=self.config.security.enabled,
+                 warm_up_s=round(warm_s, 3), endpoint=self.endpoint, bundle=self.bundle.hash[:12],
                  dataset=self.bundle.meta.dataset, dims=self.bundle.dims,
                  adapt=self.config.adapt.mode.value, threads=self.config.threads)
         while not stop:
+            self.telemetry.heartbeat(self.monitor_status)
             if not self.wire.poll(POLL_MS):
                 continue
             peer, frames = self.wire.recv()
@@ -78,11 +93,17 @@ class RxDaemon:
                                           notify=functools.partial(self.wire.reply, peer))
             if handled.record is not None:
                 self.metrics.write(handled.record)
+                self.telemetry.record(handled.record, constellation=handled.constellation)
                 log.info("batch", comm=handled.comm,
                          **{k: v for k, v in handled.record.items() if k not in ("t_a_ns", "t_b_ns", "rx_done_ns")})
+            if handled.error is not None:
+                self.telemetry.event("rejected", code=handled.error.code, batch=handled.error.batch_id,
+                                     detail=str(handled.error))
+            elif handled.duplicate:
+                self.telemetry.event("resend", detail="resent batch answered from the report cache")
             try:
                 self.wire.reply(peer, handled.reply)
             except Unreachable:
                 self.counters["reply_dropped"] += 1
                 log.warning("reply_dropped", reason="peer gone or send queue full")
-        log.info("rx_stopped", signal=stop.signal, counters=dict(self.counters))
+        log.info("rx_stopped", signal=stop.signal, counters=dict(self.counters), refused=self.wire.refused)

@@ -9,6 +9,7 @@ The daemon and ``semalign bench paper`` both run batches through ``BatchHandler`
 from __future__ import annotations
 
 import collections
+import traceback
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -18,12 +19,16 @@ import numpy as np
 
 from common.clock import NS_PER_S, monotonic_ns, realtime_ns
 from common.errors import (
+    AlphaOutOfRange,
     BundleMismatch,
+    EmptyPayload,
     EnvelopeError,
+    InternalError,
     OversizeMessage,
     PayloadError,
     ProtocolError,
     RadioError,
+    SemalignError,
 )
 from common.log import get_logger
 from common.ml.bundle import Bundle
@@ -45,6 +50,19 @@ log = get_logger("semalign.rx")
 
 #: Reports kept for answering resent batches without recomputing them.
 REPORT_CACHE = 64
+#: Batch ids remembered with the TX run they were answered for (to notice a restarted TX reusing one).
+ANSWERED_IDS = 100_000
+_NEVER = object()
+
+
+#: Longest error text put in a reply: a message may quote what it got (a long transport
+#: name, say), and the reply must stay far under the reply limit whatever came in.
+MAX_ERROR_TEXT = 1024
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc)
+    return text if len(text) <= MAX_ERROR_TEXT else text[: MAX_ERROR_TEXT - 3] + "..."
 
 
 def _nobody(frame: bytes) -> None:
@@ -59,6 +77,12 @@ class Handled:
     record: dict[str, Any] | None = None
     #: The batch's comm latency in words, for the log line.
     comm: str | None = None
+    #: Why the message was refused (its ``code`` went back in the error reply).
+    error: SemalignError | None = None
+    #: A resent batch answered from the report cache.
+    duplicate: bool = False
+    #: A decimated sample of the last radio frame's equalised symbols (sim and pluto transports).
+    constellation: np.ndarray | None = None
 
 
 class BatchHandler:
@@ -70,7 +94,9 @@ class BatchHandler:
         self.sync = sync
         self.max_message_bytes = max_message_bytes
         self.counters: Counter[str] = Counter()
-        self._reports: collections.OrderedDict[tuple[int, int], bytes] = collections.OrderedDict()
+        self._reports: collections.OrderedDict[tuple[str | None, int, int], bytes] = collections.OrderedDict()
+        #: The TX run that each recent batch id was answered for: a restarted TX reusing an id is noted.
+        self._answered: collections.OrderedDict[int, str | None] = collections.OrderedDict()
 
     def handle(self, frames: Sequence[memoryview], *, received_ns: int = 0, notify: Notify = _nobody) -> Handled:
         """Answer one message; never raises for bad input."""
@@ -78,12 +104,21 @@ class BatchHandler:
             return self._handle(frames, received_ns, notify)
         except ProtocolError as exc:
             self.counters[exc.code] += 1
-            log.warning("message_rejected", error=exc.code, detail=str(exc), batch=exc.batch_id)
-            return Handled(messages.ErrorReply(exc.code, str(exc), exc.batch_id).encode())
+            log.warning("message_rejected", error=exc.code, detail=_short(exc), batch=exc.batch_id)
+            return Handled(messages.ErrorReply(exc.code, _short(exc), exc.batch_id).encode(), error=exc)
         except (BundleMismatch, RadioError) as exc:
             self.counters[exc.code] += 1
-            log.error(exc.code, detail=str(exc), batch=exc.batch_id)
-            return Handled(messages.ErrorReply(exc.code, str(exc), exc.batch_id).encode())
+            log.error(exc.code, detail=_short(exc), batch=exc.batch_id)
+            return Handled(messages.ErrorReply(exc.code, _short(exc), exc.batch_id).encode(), error=exc)
+        except Exception as exc:  # a bug of ours met this message: it costs the message only
+            code = InternalError.code
+            batch_id = exc.batch_id if isinstance(exc, SemalignError) else None
+            self.counters[code] += 1
+            log.error(code, detail=str(exc), batch=batch_id, traceback=traceback.format_exc())
+            # The reply names no internals: the traceback is for this host's log only.
+            internal = exc if isinstance(exc, InternalError) else InternalError(f"{type(exc).__name__}: {exc}")
+            return Handled(messages.ErrorReply(code, "the receiver failed on this message", batch_id).encode(),
+                           error=internal)
 
     def _handle(self, frames: Sequence[memoryview], received_ns: int, notify: Notify) -> Handled:
         body = sum(len(f) for f in frames[1:])
@@ -105,6 +140,12 @@ class BatchHandler:
             probe = ClockProbe.from_dict(messages.clock_body(meta))
             reply = ClockReply.answer(probe, received_ns or realtime_ns(), realtime_ns(), self.sync())
             return Handled(messages.encode_clock(messages.KIND_CLOCK_REPLY, reply.to_dict()))
+        if kind == messages.KIND_ADAPT_RESET:
+            request = messages.AdaptReset.decode(meta)
+            alphas = self.receiver.reset_alignment(request.alpha)
+            self.counters["adapt_resets"] += 1
+            log.info("adapt_reset", alpha=request.alpha, reset=alphas)
+            return Handled(messages.AdaptReset(alpha=request.alpha, reset=alphas).encode())
         if kind != messages.KIND_BATCH:
             raise EnvelopeError(f"unexpected message kind {kind!r}")
         env = messages.Envelope.decode(meta)
@@ -113,6 +154,12 @@ class BatchHandler:
         except (PayloadError, BundleMismatch, RadioError) as exc:
             exc.batch_id = env.batch_id
             raise
+        except SemalignError:
+            raise
+        except Exception as exc:
+            internal = InternalError(f"{type(exc).__name__}: {exc}")
+            internal.batch_id = env.batch_id
+            raise internal from exc
 
     def _batch(self, env: messages.Envelope, frames: Sequence[memoryview], notify: Notify) -> Handled:
         if env.bundle != self.bundle.hash:
@@ -120,21 +167,26 @@ class BatchHandler:
                 f"batch {env.batch_id} was encoded with bundle {env.bundle[:12]}, "
                 f"this receiver holds {self.bundle.hash[:12]}"
             )
-        key = (env.batch_id, env.t_a_ns)
+        key = (env.run, env.batch_id, env.t_a_ns)
         cached = self._reports.get(key)
         if cached is not None:
             self.counters["duplicate"] += 1
             log.info("duplicate_batch", batch=env.batch_id, attempt=env.attempt)
-            return Handled(cached)
+            return Handled(cached, duplicate=True)
         if len(frames) != 2:
             raise EnvelopeError(f"batch {env.batch_id} has no payload frame")
         tx_sync = (SyncState.from_dict(env.sync) if env.sync is not None
                    else SyncState.unsynchronised("TX sent no sync state", read_at_ns=env.t_a_ns))
         offset = OffsetEstimate.from_dict(env.offset) if env.offset is not None else None
         sent = env.header
+        # Every announced count is checked before a bearer may allocate by it.
         if sent.size > self.max_message_bytes:
             raise OversizeMessage(f"batch {env.batch_id} announces {sent.size} payload bytes, "
                                   f"limit {self.max_message_bytes}")
+        if not 1 <= sent.alpha <= self.bundle.dims:
+            raise AlphaOutOfRange(f"alpha={sent.alpha}, this receiver's bundle allows 1..{self.bundle.dims}")
+        if sent.t + sent.n == 0:
+            raise EmptyPayload(f"batch {env.batch_id} announces t = n = 0")
         bearer = self._bearer(env)
         received = bearer.receive(env, frames[1], notify)
         t0 = monotonic_ns()
@@ -145,15 +197,28 @@ class BatchHandler:
             log.warning("frames_lost", batch=env.batch_id, frames_lost=received.frames_lost,
                         frames_total=None if received.phy is None else received.phy.frames_total,
                         vectors_lost=vectors_lost, snr_db=received.snr_db)
-        outcome = self.receiver.process_parsed(parsed, seed=env.batch_id, parse_s=parse_s)
+        outcome = self.receiver.process_parsed(parsed, seed=env.batch_id, parse_s=parse_s, batch=env.batch_id)
         comm = comm_latency_record(env.t_a_ns, outcome.t_b_ns, tx_sync, self.sync(), offset)
         report = _report(env, outcome, test_index, received, vectors_lost, comm, self.receiver.adapt.mode.value)
         encoded = report.encode()
         self._reports[key] = encoded
         while len(self._reports) > REPORT_CACHE:
             self._reports.popitem(last=False)
+        self._note_answered(env)
         self.counters["batches"] += 1
-        return Handled(encoded, _record(env, report, received, outcome, comm), comm.describe())
+        return Handled(encoded, _record(env, report, received, outcome, comm), comm.describe(),
+                       constellation=None if received.phy is None else received.phy.constellation)
+
+    def _note_answered(self, env: messages.Envelope) -> None:
+        """Remember which TX run batch ``env.batch_id`` was answered for; say so when a new run reuses it."""
+        before = self._answered.pop(env.batch_id, _NEVER)
+        if before is not _NEVER and before != env.run:
+            self.counters["batch_id_reused"] += 1
+            log.warning("batch_id_reused", batch=env.batch_id, tx_run=env.run, earlier_tx_run=before,
+                        detail="a restarted TX numbers its batches from 0 again; metrics rows differ by tx_run")
+        self._answered[env.batch_id] = env.run
+        while len(self._answered) > ANSWERED_IDS:
+            self._answered.popitem(last=False)
 
     def _bearer(self, env: messages.Envelope) -> Bearer:
         try:
@@ -206,7 +271,13 @@ def _report(env: messages.Envelope, outcome: Outcome, test_index: np.ndarray, re
         snr_db=received.snr_db,
         comm=comm.to_dict(),
         sync=comm.rx.to_dict(),
+        extra=alignment(outcome),
     )
+
+
+def alignment(outcome: Outcome) -> dict[str, Any]:
+    """The alignment policy, its gate figure and what it did, for the report and metrics rows."""
+    return {"policy": outcome.policy, "gate": outcome.fit.gate, "align_action": outcome.fit.action}
 
 
 def _record(env: messages.Envelope, report: messages.Report, received: Received, outcome: Outcome,
@@ -215,6 +286,7 @@ def _record(env: messages.Envelope, report: messages.Report, received: Received,
     return {
         "batch": env.batch_id,
         "attempt": env.attempt,
+        "tx_run": env.run,
         "modulation": env.modulation,
         "alpha": env.alpha,
         "b_max": env.b_max,
@@ -236,6 +308,7 @@ def _record(env: messages.Envelope, report: messages.Report, received: Received,
         "reconstruct_s": outcome.reconstruct_s,
         "train_loss": outcome.fit.final_loss,
         "adapt": report.adapt,
+        **alignment(outcome),
         "t_a_ns": env.t_a_ns,
         "t_b_ns": outcome.t_b_ns,
         "rx_done_ns": realtime_ns(),

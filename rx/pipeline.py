@@ -1,6 +1,7 @@
 """One batch through the receiver: parse, reconstruct (stamp B), fine-tune (C), classify (D).
 
-The daemon and the benchmarks both call ``Receiver.process`` so their figures agree.
+The daemon and the benchmarks both call ``Receiver.process`` so their figures agree. The
+alignment policy (``adapt.policy``) runs here: ``reset`` is ``Adapter``, the others ``Aligner``.
 """
 
 from __future__ import annotations
@@ -12,9 +13,13 @@ import numpy.typing as npt
 import torch
 
 from common.clock import monotonic_ns, realtime_ns
-from common.ml.adapt import AdaptConfig, Adapter, FitStats
+from common.log import get_logger
+from common.ml.adapt import AdaptConfig, Adapter, AdaptMode, FitStats
+from common.ml.bank import load_bank
 from common.ml.bundle import Bundle
+from common.ml.config import AlignPolicy
 from common.ml.model import load_model
+from common.ml.policy import Aligner
 from common.wire import payload as wire
 
 
@@ -27,6 +32,11 @@ class Outcome:
     reconstruct_s: float
     fit: FitStats  # fit.seconds is the paper's C
     classify_s: float  # the paper's D
+    #: The alignment policy that produced ``fit`` (``Receiver.policy``).
+    policy: str = "reset"
+
+
+log = get_logger("semalign.rx")
 
 
 class Receiver:
@@ -36,7 +46,25 @@ class Receiver:
         torch.set_num_threads(threads)
         self.bundle = bundle
         self.adapt = adapt
-        self.adapter = Adapter(load_model(bundle), adapt)
+        base = load_model(bundle)
+        self.adapter: Adapter | Aligner
+        if adapt.mode is AdaptMode.LORA and adapt.policy is not AlignPolicy.RESET:
+            bank = load_bank(bundle, base) if adapt.policy in (AlignPolicy.BANK, AlignPolicy.AUTO) else None
+            if bank is None and adapt.policy is AlignPolicy.BANK:
+                log.warning("no_bank", detail="bundle holds no adapter bank; policy bank starts from the base")
+            self.adapter = Aligner(base, adapt, heldout_accuracy=bundle.meta.heldout_accuracy, bank=bank)
+        else:
+            self.adapter = Adapter(base, adapt)
+
+    @property
+    def policy(self) -> str:
+        """The alignment policy in use, as named in metrics rows."""
+        return self.adapt.policy.value if isinstance(self.adapter, Aligner) else (
+            "reset" if self.adapt.mode is AdaptMode.LORA else self.adapt.mode.value)
+
+    def reset_alignment(self, alpha: int | None = None) -> list[int]:
+        """Forget carried-over adapters (of ``alpha``, or all); the alphas reset."""
+        return self.adapter.reset(alpha) if isinstance(self.adapter, Aligner) else []
 
     def warm_up(self) -> float:
         """Run one tiny fit and predict so lazy torch initialisation is not billed to batch 0's C."""
@@ -44,21 +72,27 @@ class Receiver:
         gen = torch.Generator().manual_seed(0)
         x = torch.rand(8, self.bundle.meta.input_dim, generator=gen)
         y = torch.randint(0, self.bundle.meta.num_classes, (8,), generator=gen)
-        self.adapter.fit(x, y)
+        if isinstance(self.adapter, Aligner):
+            # A throwaway aligner of the same shape: warming must not leave state behind.
+            Aligner(self.adapter.base, self.adapt, heldout_accuracy=1.0).fit(x, y, alpha=1)
+        else:
+            self.adapter.fit(x, y)
         self.adapter.predict(x)
         return (monotonic_ns() - start) / 1e9
 
     def parse(self, buf: bytes | memoryview) -> wire.Payload:
         return wire.parse(buf, max_alpha=self.bundle.dims, num_classes=self.bundle.meta.num_classes)
 
-    def process(self, buf: bytes | memoryview, *, seed: int = 0) -> Outcome:
+    def process(self, buf: bytes | memoryview, *, seed: int = 0, batch: int | None = None) -> Outcome:
         """Run one payload; raises ``PayloadError`` subclasses for malformed input."""
         t0 = monotonic_ns()
         parsed = self.parse(buf)
         t1 = monotonic_ns()
-        return self.process_parsed(parsed, seed=seed, parse_s=(t1 - t0) / 1e9)
+        return self.process_parsed(parsed, seed=seed, parse_s=(t1 - t0) / 1e9, batch=batch)
 
-    def process_parsed(self, parsed: wire.Payload, *, seed: int = 0, parse_s: float = 0.0) -> Outcome:
+    def process_parsed(self, parsed: wire.Payload, *, seed: int = 0, parse_s: float = 0.0,
+                       batch: int | None = None) -> Outcome:
+        """``batch`` (the batch id) lets a carried-over adapter refuse to train twice on a resend."""
         t1 = monotonic_ns()
         images = self.bundle.codec.decode(parsed.values)  # [t + n, D], one matmul for both kinds
         t_b = realtime_ns()
@@ -66,7 +100,10 @@ class Receiver:
         t = parsed.header.t
         x = torch.from_numpy(images)
         y = torch.from_numpy(parsed.train_labels.astype(np.int64))
-        fit = self.adapter.fit(x[t:], y, seed=seed)
+        if isinstance(self.adapter, Aligner):
+            fit = self.adapter.fit(x[t:], y, alpha=parsed.header.alpha, batch=batch, seed=seed)
+        else:
+            fit = self.adapter.fit(x[t:], y, seed=seed)
         t3 = monotonic_ns()
         predictions = self.adapter.predict(x[:t])
         t4 = monotonic_ns()
@@ -78,4 +115,5 @@ class Receiver:
             reconstruct_s=(t2 - t1) / 1e9,
             fit=fit,
             classify_s=(t4 - t3) / 1e9,
+            policy=self.policy,
         )

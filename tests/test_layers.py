@@ -31,3 +31,10 @@ def test_every_library_module_of_common_is_bound_by_the_no_tx_rx_contract() -> N
 def test_tx_is_forbidden_torch() -> None:
     c = contract("tx never imports torch")
     assert (c["type"], c["source_modules"], c["forbidden_modules"]) == ("forbidden", ["tx"], ["torch"])
+
+
+def test_the_daemons_and_telemetry_are_forbidden_the_dashboard() -> None:
+    c = contract("the daemons never import the terminal dashboard")
+    assert c["type"] == "forbidden"
+    assert {"tx", "rx", "common.telemetry"} <= set(c["source_modules"])
+    assert {"textual", "textual_plotext"} <= set(c["forbidden_modules"])

@@ -19,6 +19,7 @@ from common.ml.bundle import Bundle
 from common.wire import messages
 from common.wire import payload as wire
 from tx.plan import LinkPlan
+from tx.shift import Shift
 
 log = get_logger("semalign.tx")
 
@@ -33,16 +34,20 @@ class Batch:
     plan: LinkPlan
     a: Stamp  # the paper's A
     encode_s: float
+    #: The sensor shift its images went through (``tx.shift``), "none" without one.
+    shift: str = "none"
 
 
 class BatchBuilder:
     """Turns images into batches; ``build`` draws them from the dataset's test stream and pool."""
 
     def __init__(self, bundle: Bundle, dataset: Dataset | None = None, *, seed: int = 0,
-                 transport: str = "zmq") -> None:
+                 transport: str = "zmq", shift: str = "") -> None:
         self.bundle = bundle
         self.dataset = dataset
         self.transport = transport
+        #: Applied to every image drawn by ``build`` (test and training alike) before PCA.
+        self.shift = Shift(shift, seed=seed)
         self.rng = np.random.default_rng(seed)
         self.stream_pos = 0
         self._pool_warned = False
@@ -52,7 +57,9 @@ class BatchBuilder:
                sync: dict[str, Any] | None = None, offset: dict[str, Any] | None = None) -> Batch:
         """``images`` holds the ``t`` test images, then the training images with ``labels``."""
         a = Stamp.now()  # the paper's A: PCA starts now
-        coeffs = self.bundle.codec.encode(images, plan.alpha)
+        coeffs: npt.NDArray[Any] = self.bundle.codec.encode(images, plan.alpha)
+        if plan.value_type is wire.ValueType.INT8:
+            coeffs = self.bundle.codec.quantise(coeffs)
         body = wire.build(coeffs[:t], coeffs[t:], labels, plan.value_type)
         encode_s = (monotonic_ns() - a.monotonic_ns) / NS_PER_S
         env = messages.Envelope(
@@ -62,7 +69,7 @@ class BatchBuilder:
         )
         if test_labels is None:
             test_labels = np.full(t, -1, dtype=np.int64)
-        return Batch(env, body, test_labels, plan, a, encode_s)
+        return Batch(env, body, test_labels, plan, a, encode_s, str(self.shift))
 
     def build(self, plan: LinkPlan, batch_id: int, *, sync: dict[str, Any] | None = None,
               offset: dict[str, Any] | None = None) -> Batch:
@@ -80,5 +87,6 @@ class BatchBuilder:
                         detail=f"TX pool holds {len(pool.y)} samples; sending {n} of N_max={plan.n_max}")
         train_idx = self.rng.choice(len(pool.y), size=n, replace=False)
         images = np.concatenate([test.x[test_idx], pool.x[train_idx]])
+        images = self.shift.apply_flat(images, self.dataset.image_shape)
         return self.encode(images, t, pool.y[train_idx], plan, batch_id,
                            test_labels=test.y[test_idx].astype(np.int64), sync=sync, offset=offset)

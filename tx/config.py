@@ -11,10 +11,13 @@ from common.config import CHOICES, as_enum, at_least, one_of
 from common.data.spec import DATASET_NAMES, LinkDefaults, get_spec
 from common.errors import ConfigError
 from common.modulation import Modulation
+from common.phy.constellation import LABELLINGS
 from common.radio.pluto import PlutoConfig
 from common.transport.base import BearerSettings, Transport, bearer_class
+from common.transport.security import SecurityConfig
 from common.wire.payload import ValueType
 from tx.plan import AlphaPolicy, LinkPolicy
+from tx.shift import parse_spec
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 VALUE_TYPES = tuple(v.name.lower() for v in ValueType)
@@ -46,8 +49,10 @@ class TxConfig:
     symbols_per_window: int | None = None
     #: Code rate in (0, 1] (default: the dataset's).
     code_rate: float | None = None
-    #: Type of each value on the wire.
+    #: Type of each value on the wire: float32, float16, or int8 (steps from the bundle's PCA).
     value_type: str = field(default="float32", metadata={CHOICES: VALUE_TYPES})
+    #: Sensor shift applied to every image before PCA, e.g. rotate:20+noise:0.1 (tx/shift.py).
+    shift: str = ""
     #: Batches to send; 0 streams until stopped or the test stream is exhausted.
     batches: int = 0
     #: Seconds between batches.
@@ -75,6 +80,9 @@ class TxConfig:
     link_policy: LinkPolicy = LinkPolicy.MANUAL
     #: dB of SNR margin before AMC steps the modulation back up.
     amc_hysteresis_db: float = 2.0
+    #: Bit labelling of the radio frames TX sends (sim, pluto): gray (the project's) or 3gpp
+    #: (TS 38.211 sec. 5.1). Each frame header says which, so RX needs no setting.
+    labelling: str = field(default="gray", metadata={CHOICES: LABELLINGS})
     #: gpsd as HOST[:PORT] for clock sync state, or "off".
     gpsd: str = "127.0.0.1:2947"
     #: chronyc's -h target (default: chronyc's own).
@@ -83,6 +91,17 @@ class TxConfig:
     sync_interval_s: float = 300.0
     #: Seconds between NTP-style clock probes to RX (offset estimate for unsynchronised clocks).
     clock_probe_interval_s: float = 5.0
+    #: Bind the monitor stream (ZeroMQ PUB) for `semalign watch` here, e.g. tcp://127.0.0.1:5557; off unless set.
+    monitor: str | None = None
+    #: Monitor messages queued per subscriber before new ones are dropped (and counted).
+    monitor_hwm: int = 1000
+    #: Serve Prometheus metrics (/metrics) on this port; off unless set (0: any free port).
+    prometheus_port: int | None = None
+    #: Address the Prometheus endpoint listens on.
+    prometheus_addr: str = "0.0.0.0"
+    #: CURVE keys (docs/security.md): key = TX's secret certificate, peer = RX's public one,
+    #: allow = directory of the operators' public certificates that may use the control socket.
+    security: SecurityConfig = field(default_factory=SecurityConfig)
 
     def __post_init__(self) -> None:
         # Fields may arrive as names when the dataclass is built in code rather than loaded.
@@ -94,7 +113,9 @@ class TxConfig:
         _set(self, "link_policy", as_enum(LinkPolicy, "link_policy", self.link_policy))
         one_of("dataset", self.dataset, DATASET_NAMES)
         one_of("value_type", self.value_type, VALUE_TYPES)
+        parse_spec(self.shift)  # a plugin is imported when the daemon builds its first batch
         one_of("log_level", self.log_level, LOG_LEVELS)
+        one_of("labelling", self.labelling, LABELLINGS)
         # The bearer knows what it needs and what it reports; the config only asks it.
         bearer = bearer_class(self.transport)
         if self.link_policy is LinkPolicy.AMC and not bearer.reports_snr:
@@ -114,6 +135,9 @@ class TxConfig:
         at_least("batches", self.batches, 0)
         at_least("max_inflight", self.max_inflight, 1)
         at_least("max_attempts", self.max_attempts, 1)
+        at_least("monitor_hwm", self.monitor_hwm, 1)
+        if self.prometheus_port is not None and not 0 <= self.prometheus_port <= 65535:
+            raise ConfigError(f"prometheus_port: expected a port in 0..65535, got {self.prometheus_port}")
         if self.code_rate is not None and not 0 < self.code_rate <= 1:
             raise ConfigError(f"code_rate: expected a number in (0, 1], got {self.code_rate}")
         for name in ("interval_s", "hello_timeout_s", "clock_probe_interval_s"):

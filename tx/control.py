@@ -13,7 +13,8 @@ import msgpack
 from common.errors import ConfigError, EnvelopeError
 from common.wire.messages import MAX_META_BYTES, PROTOCOL
 
-COMMANDS = ("set-modulation", "set-alpha", "set-policy", "amc", "pause", "resume", "status")
+COMMANDS = ("set-modulation", "set-alpha", "set-policy", "amc", "pause", "resume", "status",
+            "set-shift", "clear-shift", "set-value-type", "reset-adapter")
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """``semalign ctl``: send one control command to a running TX daemon and print its reply.
 
-A Lazy Pirate client: poll with a timeout, a fresh socket per try, bounded tries.
+A Lazy Pirate client: poll with a timeout, a fresh socket per try, bounded tries. With a
+``security:`` section (``--config``) or ``--security-*`` flags it speaks CURVE to TX.
 """
 
 from __future__ import annotations
@@ -8,25 +9,41 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import zmq
 
+from common.config import add_config_flags, flag_values, load_config
 from common.errors import TransportError
+from common.transport.security import SecurityConfig, secure_client
 from common.transport.zmq import make_socket
+from common.wire.messages import MAX_META_BYTES
 from tx.control import COMMANDS, ControlRequest, decode_reply
 
 REQUEST_TIMEOUT_S = 3.0
 REQUEST_TRIES = 3
 
 
+@dataclass(frozen=True)
+class CtlConfig:
+    """What ``semalign ctl --config FILE`` reads: where TX is and the operator's keys."""
+
+    #: TX control endpoint.
+    tx: str = "tcp://127.0.0.1:5556"
+    #: CURVE keys (docs/security.md): key = the operator's secret certificate, peer = TX's public one.
+    security: SecurityConfig = field(default_factory=SecurityConfig)
+
+
 def request(endpoint: str, req: ControlRequest, *, timeout_s: float = REQUEST_TIMEOUT_S,
-            tries: int = REQUEST_TRIES) -> dict[str, Any]:
+            tries: int = REQUEST_TRIES, security: SecurityConfig | None = None) -> dict[str, Any]:
     """Send ``req`` to TX's control endpoint and return its decoded reply."""
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     for _ in range(tries):
-        sock = make_socket(ctx, zmq.REQ)
+        sock = make_socket(ctx, zmq.REQ, max_msg=2 * MAX_META_BYTES)
         try:
+            secure_client(sock, security or SecurityConfig(), endpoint=endpoint)
             sock.connect(endpoint)
             sock.send(req.encode())
             if sock.poll(int(timeout_s * 1000)):
@@ -50,22 +67,29 @@ def format_reply(reply: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="semalign ctl", description="Control a running TX daemon.")
-    parser.add_argument("--tx", default="tcp://127.0.0.1:5556", help="TX control endpoint")
+    parser.add_argument("--config", type=Path, help="YAML file with tx: and a security: section; flags win")
+    add_config_flags(parser, CtlConfig)
     parser.add_argument("--json", action="store_true", help="print the raw reply as JSON")
     parser.add_argument("--timeout", type=float, default=REQUEST_TIMEOUT_S, help="seconds per try")
     parser.add_argument("command", choices=COMMANDS)
-    parser.add_argument("arg", nargs="?", help="modulation name, alpha, policy, or on/off for amc")
+    parser.add_argument("arg", nargs="?", help="modulation name, alpha, policy, on/off for amc, shift spec (rotate:40+noise:0.1), "
+                        "value type (float32, float16, int8), or the alpha to reset-adapter (default all)")
     args = parser.parse_args(argv)
+    values = flag_values(args)
+    config = load_config(CtlConfig, values.pop("config", None),
+                         {k: v for k, v in values.items() if k in ("tx", "security")})
     arg: str | int | None = args.arg
     if args.command == "set-alpha" and args.arg is not None:
         try:
             arg = int(args.arg)
         except ValueError:
             parser.error(f"set-alpha expects an integer, got {args.arg!r}")
-    if args.command in ("set-modulation", "set-alpha", "set-policy", "amc") and arg is None:
+    if args.command in ("set-modulation", "set-alpha", "set-policy", "amc", "set-shift", "set-value-type") \
+            and arg is None:
         parser.error(f"{args.command} needs an argument")
     try:
-        reply = request(args.tx, ControlRequest(args.command, arg), timeout_s=args.timeout)
+        reply = request(config.tx, ControlRequest(args.command, arg), timeout_s=args.timeout,
+                        security=config.security)
     except TransportError as exc:
         print(f"semalign ctl: {exc}", file=sys.stderr)
         return 3

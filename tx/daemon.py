@@ -7,6 +7,8 @@ scored by ``tx.scoring``; the bearer (``common.transport``) decides how payloads
 
 from __future__ import annotations
 
+import secrets
+import traceback
 from collections import Counter
 from dataclasses import replace
 from typing import Any
@@ -19,6 +21,7 @@ from common.errors import (
     BudgetError,
     ConfigError,
     EnvelopeError,
+    InternalError,
     RadioError,
     SemalignError,
     Unreachable,
@@ -27,8 +30,9 @@ from common.log import get_logger
 from common.metrics import MetricsWriter
 from common.ml.bundle import Bundle
 from common.modulation import Modulation
-from common.phy import AmcPolicy
+from common.phy import AmcPolicy, PhyConfig
 from common.runtime import StopFlag
+from common.telemetry import open_telemetry, sync_fields
 from common.timesync import (
     ClockProbe,
     ClockReply,
@@ -39,14 +43,17 @@ from common.timesync import (
 )
 from common.timesync.offset import OffsetTracker
 from common.transport.base import BearerSettings, open_bearer
+from common.transport.security import secure_server
 from common.transport.zmq import Context, DealerWire, make_socket
 from common.wire import messages
+from common.wire.payload import ValueType
 from tx.batches import BatchBuilder
 from tx.config import TxConfig
-from tx.control import ControlRequest, encode_reply
-from tx.inflight import Inflight, Pending
+from tx.control import ControlRequest, decode_reply, encode_reply
+from tx.inflight import MAX_BACKOFF, Inflight, Pending
 from tx.plan import AlphaPolicy, LinkState, make_plan
 from tx.scoring import Scoreboard, base_record
+from tx.shift import Shift
 
 log = get_logger("semalign.tx")
 
@@ -69,10 +76,13 @@ class TxDaemon:
         self.config = config
         self.bundle = bundle
         self.value_type = config.value_type_enum
+        if self.value_type is ValueType.INT8:
+            bundle.codec.int8_step(1)  # BundleError now, not at the first batch, if it has no scales
         self.link = config.link
         self.state = LinkState(Modulation.parse(config.modulation), config.alpha_policy, config.alpha)
         self.plan = make_plan(self.state, bundle.dims, self.link, self.value_type)
-        self.bearer = open_bearer(config.transport, BearerSettings(pluto=config.pluto))
+        self.bearer = open_bearer(config.transport, BearerSettings(phy=PhyConfig(labelling=config.labelling),
+                                                                  pluto=config.pluto))
         self.amc: AmcPolicy | None = None
         if config.link_policy == "amc":
             self.amc = AmcPolicy(hysteresis_db=config.amc_hysteresis_db, initial=self.state.modulation)
@@ -80,25 +90,38 @@ class TxDaemon:
         self.rx_ready = False
         self.fatal: str | None = None
         self.counters: Counter[str] = Counter()
-        self.builder = BatchBuilder(bundle, dataset, seed=config.seed, transport=self.bearer.transport)
-        self.inflight = Inflight(config.ack_timeout_s, config.max_attempts)
+        self.builder = BatchBuilder(bundle, dataset, seed=config.seed, transport=self.bearer.transport,
+                                    shift=config.shift)
+        #: One id per daemon start, in every metrics record and envelope: restarts are told apart.
+        self.run_id = secrets.token_hex(6)
+        self.inflight = Inflight(config.ack_timeout_s, config.max_attempts, run=self.run_id)
         self.scores = Scoreboard(self.counters)
         self.next_batch = 0
         self._hello_due = 0
         self._next_build_ns = 0
         self._last_unreachable_log = 0
         ctx = ctx or zmq.Context.instance()
-        self.wire = DealerWire(ctx, config.endpoint)
-        self.control = make_socket(ctx, zmq.REP)
-        self.control.bind(config.control)
+        self.wire = DealerWire(ctx, config.endpoint, config.security)
+        # ROUTER rather than REP: it answers each request whatever came before (a REP that
+        # failed one reply would refuse every later request). REQ clients see no difference.
+        self.control = make_socket(ctx, zmq.ROUTER, max_msg=2 * messages.MAX_META_BYTES)
+        try:
+            self.control_guard = secure_server(self.control, config.security, endpoint=config.control,
+                                               domain="control")
+            self.control.bind(config.control)
+        except BaseException:
+            self.control.close(0)
+            self.wire.close()
+            raise
         self.poller = zmq.Poller()
         self.poller.register(self.wire.socket, zmq.POLLIN)
         self.poller.register(self.control, zmq.POLLIN)
         self.control_endpoint = self.control.getsockopt_string(zmq.LAST_ENDPOINT)
-        self.metrics = MetricsWriter(config.metrics_out)
+        self.metrics = MetricsWriter(config.metrics_out, tags={"run": self.run_id})
         self.sync = SyncMonitor(daemon_sync_config(config.gpsd, config.chrony_socket),
                                 interval_s=config.sync_interval_s, logger=log)
         self.clock = OffsetTracker(config.clock_probe_interval_s)
+        self.telemetry = open_telemetry("tx", config, ctx=ctx)
 
     @property
     def offset(self) -> OffsetEstimate | None:
@@ -113,7 +136,10 @@ class TxDaemon:
         self.bearer.close()
         self.wire.close()
         self.control.close(0)
+        if self.control_guard is not None:
+            self.control_guard.release()
         self.metrics.close()
+        self.telemetry.close()
 
     # -- main loop -----------------------------------------------------------------------
 
@@ -121,13 +147,15 @@ class TxDaemon:
         return 0 < self.config.batches <= self.next_batch and not self.inflight
 
     def run(self, stop: StopFlag) -> int:
-        log.info("tx_start", endpoint=self.config.endpoint, control=self.control_endpoint,
+        log.info("tx_start", run=self.run_id, endpoint=self.config.endpoint, control=self.control_endpoint,
+                 curve=self.config.security.enabled,
                  bundle=self.bundle.hash[:12], dataset=self.builder.dataset.name if self.builder.dataset else None,
                  **self.plan.as_dict())
         started = monotonic_ns()
         self.sync.refresh()
         start_monitor_thread(self.sync, lambda: bool(stop))
         while not stop and not self.fatal and not self.finished():
+            self.telemetry.heartbeat(self.monitor_status)
             now = monotonic_ns()
             if not self.rx_ready:
                 if self.config.hello_timeout_s and now - started > self.config.hello_timeout_s * NS_PER_S:
@@ -200,31 +228,41 @@ class TxDaemon:
         self._send(pending, now)
 
     def _send(self, pending: Pending, now: int) -> None:
+        resend = pending.sends > 0
         try:
             sent = self.bearer.send(self.wire, self.inflight.next_envelope(pending), pending.batch.payload)
         except Unreachable:
+            # Nothing left TX (no peer connected yet): retried soon, no attempt used, no rebuild.
             self.inflight.unreachable(pending, now)
             self._log_unreachable(now)
             return
         self.inflight.sent(pending, sent.envelope, sent.wire_bytes, now)
         self.counters["sends"] += 1
+        if resend:
+            self.counters["resends"] += 1  # real sends only
+            log.warning("batch_resend", batch=pending.batch_id, attempt=pending.sends - 1)
+            self.telemetry.event("resend", batch=pending.batch_id, attempt=pending.sends - 1)
 
     def _resend_due(self, now: int) -> None:
         due = self.inflight.due(now)
         if not due:
             return
-        if any(p.sends for p in due):
+        age = now - self.wire.built_ns
+        ack = self.inflight.ack_timeout_ns
+        if ((self.inflight.timed_out(due) and age >= ack)
+                or (self.inflight.owed(due) and age >= MAX_BACKOFF * ack)):
             # A reply did not come in time: the socket may hold a pipe to a dead peer, so
-            # rebuild it and resend everything in flight (RX answers duplicates from cache).
+            # rebuild it and resend everything in flight. A socket younger than one ack
+            # timeout is kept: rebuilding it again would throw away a connection that is
+            # still coming up on a slow link (a new socket that never connects is given
+            # up after the longest backoff).
             self._rebuild()
-            due = list(self.inflight)
+            self.inflight.owe_all(now)
+            due = self.inflight.due(now)
         for pending in due:
             if self.inflight.exhausted(pending):
                 self._lost(pending, f"no acknowledgement after {pending.sends} sends")
                 continue
-            if pending.sends:
-                self.counters["resends"] += 1
-                log.warning("batch_resend", batch=pending.batch_id, attempt=pending.sends)
             self._send(pending, now)
 
     def _lost(self, pending: Pending, reason: str) -> None:
@@ -232,7 +270,8 @@ class TxDaemon:
         self.bearer.forget(pending.batch_id)
         self.counters["lost"] += 1
         log.error("batch_lost", batch=pending.batch_id, reason=reason)
-        self.metrics.write({**base_record(pending), "status": "lost", "reason": reason})
+        self.metrics.write(record := {**base_record(pending), "status": "lost", "reason": reason})
+        self.telemetry.record(record)
 
     # -- replies -------------------------------------------------------------------------
 
@@ -247,18 +286,28 @@ class TxDaemon:
                 self.counters["bad_sync" if exc.code == "bad_sync" else "bad_reply"] += 1
                 log.warning("bad_reply", detail=str(exc))
                 continue
-            match reply:
-                case messages.Report():
-                    self._on_report(reply)
-                case messages.Hello():
-                    self._on_hello(reply)
-                case messages.ErrorReply():
-                    self._on_error(reply)
-                case ClockReply():
-                    if not self.clock.on_reply(reply, received_ns):
-                        self.counters["stale_clock_reply"] += 1
-                case messages.AirReady():
-                    self._on_air_ready(reply)
+            try:
+                self._dispatch(reply, received_ns)
+            except Exception as exc:  # one reply costs that reply only, even through a bug of ours
+                self.counters[InternalError.code] += 1
+                log.error(InternalError.code, detail=f"{type(exc).__name__}: {exc}",
+                          traceback=traceback.format_exc())
+
+    def _dispatch(self, reply: messages.Reply, received_ns: int) -> None:
+        match reply:
+            case messages.Report():
+                self._on_report(reply)
+            case messages.Hello():
+                self._on_hello(reply)
+            case messages.ErrorReply():
+                self._on_error(reply)
+            case ClockReply():
+                if not self.clock.on_reply(reply, received_ns):
+                    self.counters["stale_clock_reply"] += 1
+            case messages.AirReady():
+                self._on_air_ready(reply)
+            case messages.AdaptReset():
+                log.info("adapt_reset_done", alpha=reply.alpha, reset=reply.reset)
 
     def _on_air_ready(self, notice: messages.AirReady) -> None:
         """RX's radio is capturing: the bearer puts the batch's burst on the air."""
@@ -286,6 +335,7 @@ class TxDaemon:
 
     def _on_error(self, err: messages.ErrorReply) -> None:
         self.counters[f"rx_error_{err.code}"] += 1
+        self.telemetry.event("rejected", code=err.code, batch=err.batch_id, detail=err.message)
         if err.code == "bundle_mismatch":
             self.fatal = f"RX refused the batch: {err.message}"
             return
@@ -309,6 +359,7 @@ class TxDaemon:
         record = self.scores.score(pending, report, rtt_s)
         self.counters["acked"] += 1
         self.metrics.write(record)
+        self.telemetry.record(record)
         log.info("batch", **{k: v for k, v in record.items() if k not in ("t_a_ns", "t_b_ns")})
         if self.amc is not None and report.snr_db is not None:
             self._adapt_link(report.snr_db, report.batch_id)
@@ -327,6 +378,8 @@ class TxDaemon:
             return
         log.info("amc_switch", snr_db=snr_db, after_batch=batch_id, was=self.state.modulation.value,
                  from_batch=self.next_batch, **plan.as_dict())
+        self.telemetry.event("amc", snr_db=snr_db, after_batch=batch_id, was=self.state.modulation.value,
+                             from_batch=self.next_batch, plan=plan.as_dict())
         self.state, self.plan = state, plan
 
     # -- control -------------------------------------------------------------------------
@@ -338,6 +391,7 @@ class TxDaemon:
             "policy": str(self.state.policy),
             "link_policy": "amc" if self.amc is not None else "manual",
             "transport": str(self.config.transport),
+            "shift": str(self.builder.shift),
             "next_batch": self.next_batch,
             "built": self.next_batch,
             "acked": self.counters["acked"],
@@ -345,23 +399,80 @@ class TxDaemon:
             "resends": self.counters["resends"],
             "inflight": len(self.inflight),
             "accuracy": self.scores.accuracy,
+            "run": self.run_id,
+            "reconnects": self.counters["reconnects"],
+            "control_refused": 0 if self.control_guard is None else self.control_guard.refused,
         }
 
-    def _serve_control(self) -> None:
+    def monitor_status(self) -> dict[str, Any]:
+        """TX's state for the monitor stream: the plan the next batch is built with, and clock sync."""
+        return {**self.status(), "plan": self.plan.as_dict(), "control": self.control_endpoint,
+                "endpoint": self.config.endpoint, **sync_fields(self.sync.current())}
+
+    def _apply_alignment(self, req: ControlRequest) -> bytes:
+        """Sensor shift, value type and RX's adapter reset: all from the next batch."""
+        if req.cmd in ("set-shift", "clear-shift"):
+            spec = "" if req.cmd == "clear-shift" else str(req.arg or "")
+            self.builder.shift = Shift(spec, seed=self.config.seed + self.next_batch)  # ShiftError if bad
+            log.info("shift_changed", shift=str(self.builder.shift), from_batch=self.next_batch)
+            return encode_reply(True, message=f"shift {self.builder.shift} from batch {self.next_batch}",
+                                effective_from_batch=self.next_batch, shift=str(self.builder.shift),
+                                plan=self.plan.as_dict())
+        if req.cmd == "set-value-type":
+            value_type = ValueType.parse(str(req.arg))
+            if value_type is ValueType.INT8:
+                self.bundle.codec.int8_step(1)  # BundleError unless the bundle records scales
+            plan = make_plan(self.state, self.bundle.dims, self.link, value_type)
+            self.value_type, self.plan = value_type, plan
+            log.info("link_changed", cmd=req.cmd, from_batch=self.next_batch, **plan.as_dict())
+            return encode_reply(True, message=f"{req.cmd} applied from batch {self.next_batch}",
+                                effective_from_batch=self.next_batch, plan=plan.as_dict())
+        alpha: int | None = None
+        if req.arg not in (None, "", "all"):
+            if not str(req.arg).isdigit() or not 1 <= int(str(req.arg)) <= self.bundle.dims:
+                raise ConfigError(f"reset-adapter expects an alpha in 1..{self.bundle.dims} or all, got {req.arg!r}")
+            alpha = int(str(req.arg))
         try:
-            frame = self.control.recv(flags=zmq.NOBLOCK)
+            self.wire.send([messages.AdaptReset(alpha=alpha).encode()])
+        except Unreachable as exc:
+            raise ConfigError("reset-adapter: RX is not connected") from exc
+        return encode_reply(True, message=f"adapter reset ({'all alphas' if alpha is None else f'alpha {alpha}'}) "
+                            f"forwarded to RX before batch {self.next_batch}",
+                            effective_from_batch=self.next_batch, plan=self.plan.as_dict())
+
+    def _serve_control(self) -> None:
+        """Answer one control request; whatever it holds, it costs that request only."""
+        try:
+            frames = self.control.recv_multipart(flags=zmq.NOBLOCK)
         except zmq.Again:
             return
+        # ROUTER framing: [identity, (REQ's empty delimiter), body...]; the route goes back as it came.
+        split = frames.index(b"", 1) + 1 if b"" in frames[1:] else 1
+        route, body = frames[:split], frames[split:]
         try:
-            reply = self.apply(ControlRequest.decode(frame))
+            if len(body) != 1:
+                raise EnvelopeError(f"expected a 1-frame control request, got {len(body)} frames")
+            reply = self.apply(ControlRequest.decode(body[0]))
         except SemalignError as exc:
             self.counters["control_errors"] += 1
             log.warning("control_rejected", detail=str(exc))
             reply = encode_reply(False, error=str(exc), plan=self.plan.as_dict())
-        self.control.send(reply)
+        except Exception as exc:  # a bug of ours: answered, logged with its traceback, TX goes on
+            self.counters[InternalError.code] += 1
+            log.error(InternalError.code, detail=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
+            reply = encode_reply(False, error="internal error: TX failed on this request (see its log)")
+        try:
+            self.control.send_multipart([*route, reply], flags=zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
+            self.counters["control_reply_dropped"] += 1
+            log.warning("control_reply_dropped", detail=str(exc))
+        self.telemetry.event("control", **decode_reply(reply))
+        self.telemetry.status(self.monitor_status())
 
     def apply(self, req: ControlRequest) -> bytes:
         """Apply a control command; the new plan takes effect from the next batch built."""
+        if req.cmd in ("set-shift", "clear-shift", "set-value-type", "reset-adapter"):
+            return self._apply_alignment(req)
         if req.cmd in ("set-modulation", "set-alpha", "set-policy"):
             if req.cmd == "set-modulation":
                 state = replace(self.state, modulation=Modulation.parse(str(req.arg)))

@@ -60,10 +60,21 @@ class Scoreboard:
             "latency_classify_s": report.latency_classify_s,
             "latency_e2e_s": report.latency_e2e_s,
             "adapt": report.adapt,
+            **alignment_fields(report.extra),
             "train_loss": report.train_loss,
             "rtt_s": rtt_s,
             "t_b_ns": report.t_b_ns,
         }
+
+
+def alignment_fields(extra: dict[str, Any]) -> dict[str, Any]:
+    """RX's alignment policy, gate figure and action from a report's ``extra`` (untrusted: typed here)."""
+    policy, gate, action = extra.get("policy"), extra.get("gate"), extra.get("align_action")
+    return {
+        "policy": policy if isinstance(policy, str) else None,
+        "gate": float(gate) if isinstance(gate, int | float) and not isinstance(gate, bool) else None,
+        "align_action": action if isinstance(action, str) else None,
+    }
 
 
 def base_record(pending: Pending) -> dict[str, Any]:
@@ -75,6 +86,8 @@ def base_record(pending: Pending) -> dict[str, Any]:
         "alpha": plan.alpha,
         "b_max": plan.b_max,
         "n_max": plan.n_max,
+        "value_type": plan.value_type.name.lower(),
+        "shift": batch.shift,
         "n_test": plan.t,
         "n_train": pending.envelope.n,
         "payload_bytes": len(batch.payload),

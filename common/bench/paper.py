@@ -41,7 +41,9 @@ from common.errors import BenchError, ConfigError, TransportError, Unreachable
 from common.log import progress
 from common.ml.adapt import AdaptConfig, Adapter, AdaptMode
 from common.ml.bundle import PRETRAIN_DEFAULTS, Bundle, default_bundle_dir
+from common.ml.config import AlignPolicy
 from common.ml.model import load_model
+from common.ml.policy import Aligner
 from common.ml.pretrain import ensure_bundle
 from common.modulation import Modulation, byte_budget
 from common.timesync import SyncState
@@ -100,7 +102,7 @@ def reconstruct(bundle: Bundle, images: npt.NDArray[np.float32], alpha: int) -> 
 
 
 @torch.inference_mode()
-def accuracy(adapter: Adapter, x: torch.Tensor, y: npt.NDArray[np.int64]) -> float:
+def accuracy(adapter: Adapter | Aligner, x: torch.Tensor, y: npt.NDArray[np.int64]) -> float:
     """Accuracy of the adapter's current model on ``x`` [n, D], in chunks to bound memory."""
     correct = 0
     for start in range(0, len(y), 4096):
@@ -241,7 +243,8 @@ def adapt_config(args: argparse.Namespace) -> AdaptConfig:
 
 
 def method_config(base: AdaptConfig, method: str, seed: int) -> AdaptConfig:
-    return replace(base, mode=AdaptMode.parse(method), seed=seed)
+    # The paper's procedure: every batch from the frozen base (bench align compares policies).
+    return replace(base, mode=AdaptMode.parse(method), seed=seed, policy=AlignPolicy.RESET)
 
 
 # -- the experiment ----------------------------------------------------------------------

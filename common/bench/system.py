@@ -31,7 +31,7 @@ from common.runtime import free_tcp_port, spawn_cli, stop_process
 from common.wire import messages
 from common.wire import payload as wire
 
-SECTIONS = ("payload", "transport", "rx", "daemons")
+SECTIONS = ("payload", "transport", "curve", "rx", "daemons")
 #: Goals from the issue.
 GOAL_PAYLOAD_RATIO = 0.5
 GOAL_TRANSPORT_RATIO = 0.8
@@ -199,6 +199,136 @@ def bench_transport(size: int, count: int, rounds: int) -> dict[str, Any]:
     return {"size": size, "count": count, "rounds": rounds,
             "raw_mb_s": mb_s(total, statistics.median(raw_s)), "ours_mb_s": mb_s(total, statistics.median(ours_s)),
             "ratio": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios)}
+
+
+# -- CURVE -------------------------------------------------------------------------------
+
+
+#: A digits batch's size on the wire (t = 50 test and ~190 training vectors at alpha 40),
+#: for the request/reply rate; the reply stands for a report.
+CURVE_BATCH_BYTES = 40_000
+CURVE_REPLY_BYTES = 200
+
+
+def _curve_peer(conn: Connection, keys: str) -> None:
+    """The receiving process: one plain and one CURVE ROUTER (``RouterWire``, as RX builds it)."""
+    import zmq
+
+    from common.transport.security import SecurityConfig
+    from common.transport.zmq import RouterWire
+
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    wires = {"plain": RouterWire(ctx, "tcp://127.0.0.1:*"),
+             "curve": RouterWire(ctx, "tcp://127.0.0.1:*",
+                                 security=SecurityConfig(key=f"{keys}/rx/rx.key_secret", allow=f"{keys}/allow"))}
+    conn.send({mode: w.endpoint for mode, w in wires.items()})
+    reply = bytes(CURVE_REPLY_BYTES)
+    try:
+        while (cmd := conn.recv()) is not None:
+            kind, mode, count = cmd
+            sock = wires[mode].socket
+            received = 0
+            for _ in range(count):
+                frames = sock.recv_multipart(copy=False)
+                messages.Envelope.decode(messages.unpack(frames[1].buffer))
+                received += len(frames[2].buffer)
+                if kind == "echo":
+                    sock.send_multipart([frames[0].bytes, reply])
+            conn.send(received)
+    finally:
+        for w in wires.values():
+            w.close()
+        ctx.term()
+
+
+def bench_curve(size: int, count: int, rounds: int, workdir: Path) -> dict[str, Any]:
+    """CURVE's cost against the plain link, between the same two processes, rounds paired:
+    goodput of ``count`` messages of ``size`` bytes, and the rate of batch-sized request/replies."""
+    import zmq
+
+    from common.transport.security import SecurityConfig, keygen, secure_client
+
+    for name in ("rx", "tx"):
+        keygen(name, workdir / name)
+    (workdir / "allow").mkdir()
+    (workdir / "allow" / "tx.key").write_bytes((workdir / "tx" / "tx.key").read_bytes())
+    mpctx = mp.get_context("spawn")
+    parent, child = mpctx.Pipe()
+    proc = mpctx.Process(target=_curve_peer, args=(child, str(workdir)), daemon=True)
+    proc.start()
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    socks: dict[str, zmq.Socket[bytes]] = {}
+    try:
+        if not parent.poll(PEER_TIMEOUT_S):
+            raise TransportError("CURVE benchmark peer did not start")
+        endpoints = parent.recv()
+        client = SecurityConfig(key=str(workdir / "tx/tx.key_secret"), peer=str(workdir / "rx/rx.key"))
+        for mode, ep in endpoints.items():
+            sock = socks[mode] = ctx.socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 0)
+            if mode == "curve":
+                secure_client(sock, client, endpoint=ep)
+            sock.connect(ep)
+        env = messages.Envelope(batch_id=0, attempt=0, modulation="64qam", b_max=size, alpha=150,
+                                bundle="0" * 64, t_a_ns=0)
+        rng = np.random.default_rng(0)
+        body = rng.integers(0, 256, size, dtype=np.uint8).tobytes()
+        batch = rng.integers(0, 256, CURVE_BATCH_BYTES, dtype=np.uint8).tobytes()
+
+        def stream(mode: str) -> float:
+            parent.send(("stream", mode, count))
+            start = monotonic_ns()
+            for i in range(count):
+                socks[mode].send_multipart([replace(env, batch_id=i).encode(), body], copy=False)
+            if not parent.poll(PEER_TIMEOUT_S) or parent.recv() != size * count:
+                raise TransportError(f"CURVE peer did not receive the {mode} round whole")
+            return (monotonic_ns() - start) / NS_PER_S
+
+        def echo(mode: str) -> float:
+            parent.send(("echo", mode, count))
+            start = monotonic_ns()
+            for i in range(count):
+                socks[mode].send_multipart([replace(env, batch_id=i).encode(), batch], copy=False)
+                if not socks[mode].poll(int(PEER_TIMEOUT_S * 1000)):
+                    raise TransportError(f"no {mode} reply")
+                socks[mode].recv()
+            elapsed = (monotonic_ns() - start) / NS_PER_S
+            if not parent.poll(PEER_TIMEOUT_S):
+                raise TransportError(f"CURVE peer did not finish the {mode} round")
+            parent.recv()
+            return elapsed
+
+        for fn in (stream, echo):  # connect, hand-shake and warm both paths
+            fn("plain")
+            fn("curve")
+        times: dict[tuple[str, str], list[float]] = {(k, m): [] for k in ("stream", "echo") for m in endpoints}
+        for i in range(rounds):
+            order = ("plain", "curve") if i % 2 == 0 else ("curve", "plain")
+            for kind, fn in (("stream", stream), ("echo", echo)):
+                for mode in order:
+                    times[kind, mode].append(fn(mode))
+        parent.send(None)
+    finally:
+        for sock in socks.values():
+            sock.close(0)
+        ctx.term()
+        proc.join(10)
+        if proc.is_alive():
+            proc.kill()
+
+    def ratios(kind: str) -> list[float]:
+        return [p / c for p, c in zip(times[kind, "plain"], times[kind, "curve"], strict=True)]
+
+    med = {key: statistics.median(v) for key, v in times.items()}
+    return {
+        "size": size, "count": count, "rounds": rounds, "batch_bytes": CURVE_BATCH_BYTES,
+        "plain_mb_s": mb_s(size * count, med["stream", "plain"]), "curve_mb_s": mb_s(size * count, med["stream", "curve"]),
+        "goodput_ratio": statistics.median(ratios("stream")),
+        "goodput_ratio_min": min(ratios("stream")), "goodput_ratio_max": max(ratios("stream")),
+        "plain_batches_s": count / med["echo", "plain"], "curve_batches_s": count / med["echo", "curve"],
+        "rate_ratio": statistics.median(ratios("echo")),
+        "rate_ratio_min": min(ratios("echo")), "rate_ratio_max": max(ratios("echo")),
+    }
 
 
 # -- RX pipeline -------------------------------------------------------------------------
@@ -379,6 +509,18 @@ def system_main(argv: list[str]) -> int:
               f"{tr['ours_mb_s']:.0f} MB/s | ratio {tr['ratio']:.2f} (rounds {tr['ratio_min']:.2f}..{tr['ratio_max']:.2f}) "
               f"{_goal(tr['ratio'] >= GOAL_TRANSPORT_RATIO)}",
               flush=True)
+    if "curve" in sections:
+        with tempfile.TemporaryDirectory(prefix="semalign-bench-curve-") as tmp:
+            cv = bench_curve(int(args.payload_mb * 1_000_000), args.messages, args.rounds, Path(tmp))
+        result["curve"] = cv
+        print(f"\nCURVE vs plain ZeroMQ, same two processes, median of {cv['rounds']} paired rounds "
+              f"(ratio = plain time / CURVE time; 1.0 = free)\n"
+              f"  goodput {cv['count']} x {cv['size']} B: plain {cv['plain_mb_s']:.0f} MB/s | CURVE "
+              f"{cv['curve_mb_s']:.0f} MB/s | ratio {cv['goodput_ratio']:.2f} "
+              f"(rounds {cv['goodput_ratio_min']:.2f}..{cv['goodput_ratio_max']:.2f})\n"
+              f"  request/reply of {cv['batch_bytes']} B batches: plain {cv['plain_batches_s']:.0f}/s | CURVE "
+              f"{cv['curve_batches_s']:.0f}/s | ratio {cv['rate_ratio']:.2f} "
+              f"(rounds {cv['rate_ratio_min']:.2f}..{cv['rate_ratio_max']:.2f})", flush=True)
     bundle_dir = _bundle_dir(args) if {"rx", "daemons"} & set(sections) else Path()
     if "rx" in sections:
         rows = bench_rx(args.dataset, args.data_dir, bundle_dir, alphas, b_max, link.t, args.rx_batches, threads)

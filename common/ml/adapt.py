@@ -1,7 +1,8 @@
 """Receiver-side adaptation to a batch's training vectors: LoRA, end-to-end, or none.
 
 The same code serves the RX daemon and the paper benchmark, so their figures agree.
-Every batch starts from the frozen pre-trained base: adapters are reset, never accumulated.
+Every batch starts from the frozen pre-trained base: adapters are reset, never accumulated
+(policy ``reset``; ``common.ml.policy`` carries adapters across batches).
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ class FitStats:
     samples: int
     epochs: int
     final_loss: float
+    #: The gate figure, ``1 - accuracy on the received vectors / held-out accuracy`` (policies only).
+    gate: float | None = None
+    #: What alignment did: fit, skip, strong, reset, duplicate, ... (``common.ml.policy``).
+    action: str = "fit"
 
 
 def train_epochs(

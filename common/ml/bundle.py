@@ -12,6 +12,11 @@ On disk (format 1)::
     pca_mean.npy          [D] float32
     pca_components.npy    [K, D] float32, orthonormal rows (K = dims)
     model.pt              the MLP's state_dict (torch.save; read with weights_only=True)
+    pca_scale.npy         [K] float32, each coefficient's standard deviation (int8 steps; optional)
+    bank_ALPHA.pt         a distilled LoRA adapter per alpha of ``bank`` (optional; RX only)
+
+Every file listed in the metadata is hashed and verified on load, the optional ones too, so
+the bundle hash covers the bank's adapters; bundles without the optional files still load.
 """
 
 from __future__ import annotations
@@ -34,8 +39,14 @@ MEAN_FILE = "pca_mean.npy"
 COMPONENTS_FILE = "pca_components.npy"
 WEIGHTS_FILE = "model.pt"
 META_FILE = "metadata.json"
+SCALE_FILE = "pca_scale.npy"
 DATA_FILES = (MEAN_FILE, COMPONENTS_FILE, WEIGHTS_FILE)
 FORMAT = 1
+
+
+def bank_file(alpha: int) -> str:
+    """The file name of the bank's adapter for ``alpha``."""
+    return f"bank_{alpha:04d}.pt"
 
 
 @dataclass(frozen=True)
@@ -68,6 +79,12 @@ class BundleMeta:
     pretrain: dict[str, Any]
     files: dict[str, str]
     hash: str
+    #: The alphas the bank holds a distilled adapter for (empty: no bank).
+    bank: tuple[int, ...] = ()
+    #: How the bank was distilled (``common.ml.bank.BankConfig``), when there is one.
+    bank_config: dict[str, Any] | None = None
+    #: Thread counts and library versions pre-training ran with (determinism record).
+    environment: dict[str, Any] | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -139,19 +156,28 @@ def _meta_from_json(text: str, path: Path) -> BundleMeta:
             pretrain=dict(raw["pretrain"]),
             files={str(k): str(v) for k, v in raw["files"].items()},
             hash=str(raw["hash"]),
+            bank=tuple(int(a) for a in raw.get("bank", ())),
+            bank_config=dict(raw["bank_config"]) if raw.get("bank_config") is not None else None,
+            environment=dict(raw["environment"]) if raw.get("environment") is not None else None,
         )
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise BundleError(f"{path}: metadata is malformed ({exc})") from exc
     if meta.format != FORMAT:
         raise BundleError(f"{path}: bundle format {meta.format}, this version reads {FORMAT}")
+    allowed = {*DATA_FILES, SCALE_FILE, *(bank_file(a) for a in meta.bank)}
+    if not set(DATA_FILES) <= set(meta.files) or not set(meta.files) <= allowed:
+        raise BundleError(f"{path}: metadata lists files {sorted(meta.files)}; expected {sorted(DATA_FILES)} "
+                          f"plus optionally {SCALE_FILE} and one bank file per bank alpha")
+    if any(not 1 <= a <= meta.dims for a in meta.bank) or any(bank_file(a) not in meta.files for a in meta.bank):
+        raise BundleError(f"{path}: bank alphas {list(meta.bank)} must lie in 1..{meta.dims}, each with its file")
     return meta
 
 
 def load_bundle(path: str | Path) -> Bundle:
     """Load and verify a bundle directory; raises ``BundleError`` on anything amiss.
 
-    Every file in ``DATA_FILES`` is hashed, the weights too (without being loaded), so TX
-    and RX both refuse a bundle whose model file was altered.
+    Every file the metadata lists is hashed, the weights and the bank's adapters too (without
+    being loaded), so TX and RX both refuse a bundle whose model or adapter file was altered.
     """
     path = Path(path).expanduser()
     meta_path = path / META_FILE
@@ -161,7 +187,7 @@ def load_bundle(path: str | Path) -> Bundle:
             f"'semalign pretrain --dataset DATASET --out {path}'"
         )
     meta = _meta_from_json(meta_path.read_text(), path)
-    data = {name: _read_verified(path, name, meta) for name in DATA_FILES}
+    data = {name: _read_verified(path, name, meta) for name in sorted(meta.files)}
     expected = bundle_hash(meta.files, meta.dims, meta.hidden, meta.num_classes)
     if expected != meta.hash:
         raise BundleError(f"{path}: bundle hash {meta.hash} does not match its files ({expected})")
@@ -175,7 +201,16 @@ def load_bundle(path: str | Path) -> Bundle:
             f"{path}: PCA shapes {mean.shape}, {components.shape} disagree with metadata "
             f"(dims={meta.dims}, input_dim={meta.input_dim})"
         )
-    codec = PCACodec(mean.astype(np.float32), np.ascontiguousarray(components, dtype=np.float32))
+    scale = None
+    if SCALE_FILE in data:
+        try:
+            scale = np.load(io.BytesIO(data[SCALE_FILE]), allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise BundleError(f"{path}: cannot read {SCALE_FILE} ({exc})") from exc
+        if scale.shape != (meta.dims,) or not np.all(np.isfinite(scale)) or not np.all(scale > 0):
+            raise BundleError(f"{path}: {SCALE_FILE} must hold {meta.dims} finite positive values")
+        scale = scale.astype(np.float32)
+    codec = PCACodec(mean.astype(np.float32), np.ascontiguousarray(components, dtype=np.float32), scale)
     return Bundle(codec, meta, path)
 
 

@@ -7,8 +7,9 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from common.config import CHOICES
 from common.errors import ConfigError
 
 
@@ -27,6 +28,32 @@ class AdaptMode(enum.Enum):
             raise ConfigError(
                 f"unknown adaptation mode {text!r}: expected one of lora, e2e, none"
             ) from None
+
+
+class AlignPolicy(enum.Enum):
+    """How LoRA adaptation carries over from batch to batch (``adapt.policy``)."""
+
+    #: Every batch starts over from the frozen base (the paper's procedure).
+    RESET = "reset"
+    #: One adapter per alpha kept across batches, a short budget per batch, reset when worse than the base.
+    CONTINUAL = "continual"
+    #: Start each alpha from the bundle's distilled adapter, then as continual.
+    BANK = "bank"
+    #: Bank start, the gate (skip, short or strong budget by the received vectors' accuracy), continual.
+    AUTO = "auto"
+
+    @classmethod
+    def parse(cls, text: str | AlignPolicy) -> AlignPolicy:
+        if isinstance(text, AlignPolicy):
+            return text
+        try:
+            return cls(str(text).lower())
+        except ValueError:
+            names = ", ".join(p.value for p in cls)
+            raise ConfigError(f"unknown alignment policy {text!r}: expected one of {names}") from None
+
+
+BANK_STARTS = ("nearest", "blend")
 
 
 @dataclass(frozen=True)
@@ -54,8 +81,41 @@ class AdaptConfig:
     e2e_lr: float = 3e-3
     #: Seed of adapter initialisation and minibatch order (mixed with the batch id).
     seed: int = 0
+    #: reset: from the base every batch; continual; bank; auto (bank + gate + continual).
+    policy: AlignPolicy = AlignPolicy.AUTO
+    # The budgets and gate thresholds below were chosen on validation data (docs/results.md).
+    #: Epochs per batch when an adapter is carried over (continual, bank, auto's short budget).
+    continual_epochs: int = 1
+    #: Adam learning rate of the short budget.
+    continual_lr: float = 5e-4
+    #: Epochs of auto's strong budget, for a batch the current model gets badly wrong.
+    strong_epochs: int = 8
+    #: Adam learning rate of the strong budget.
+    strong_lr: float = 2e-3
+    #: auto skips fine-tuning when 1 - acc(received) / held-out accuracy is at most this.
+    gate_skip: float = 0.02
+    #: auto uses the strong budget when that deficit exceeds this.
+    gate_strong: float = 0.10
+    #: Received training vectors the gate scores (the first ones; all if fewer).
+    gate_samples: int = 512
+    #: A carried-over adapter is reset when it scores this much below its start on a batch.
+    reset_margin: float = 0.03
+    #: Start of an alpha the bank has no entry for: nearest entry, or blend of the two neighbours.
+    bank_start: str = field(default="nearest", metadata={CHOICES: BANK_STARTS})
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "policy", AlignPolicy.parse(self.policy))
+        object.__setattr__(self, "mode", AdaptMode.parse(self.mode))
+        if self.bank_start not in BANK_STARTS:
+            raise ConfigError(f"adapt.bank_start: expected one of {', '.join(BANK_STARTS)}, got {self.bank_start!r}")
+        if not 0 <= self.gate_skip <= self.gate_strong:
+            raise ConfigError(f"adapt.gate_skip must be in [0, gate_strong], got {self.gate_skip}")
+        for name in ("continual_epochs", "strong_epochs", "gate_samples"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"adapt.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("continual_lr", "strong_lr"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"adapt.{name} must be > 0, got {getattr(self, name)}")
         for name in ("rank", "epochs", "batch_size", "e2e_epochs"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"adapt.{name} must be >= 1, got {getattr(self, name)}")

@@ -22,11 +22,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, required=True, help="bundle directory to write")
+    p.add_argument("--bank", metavar="ALPHAS",
+                   help="distil one LoRA adapter per alpha into the bundle, e.g. 150,100,60,40,20,10")
     args = p.parse_args(argv)
     # Imported after parsing: --help costs no torch.
     from common.data.spec import load_dataset
+    from common.ml.bank import parse_alphas
     from common.ml.bundle import PretrainConfig
-    from common.ml.pretrain import pretrain, save_bundle
+    from common.ml.pretrain import build_bank, pretrain, save_bundle
 
     base = get_spec(args.dataset).pretrain
     config = PretrainConfig(
@@ -39,9 +42,13 @@ def main(argv: list[str] | None = None) -> int:
         if tty:
             print(f"\rpretrain epoch {epoch + 1}/{config.epochs} loss {loss:.4f}", end="", file=sys.stderr, flush=True)
 
+    alphas = parse_alphas(args.bank, config.dims) if args.bank else ()
     codec, model, acc = pretrain(ds, config, on_epoch=on_epoch)
     if tty:
         print(file=sys.stderr)
-    bundle = save_bundle(args.out, ds, config, codec, model, acc)
-    print(f"bundle {args.out}: dataset={ds.name} dims={config.dims} held-out accuracy={acc:.4f} hash={bundle.hash}")
+    bank = build_bank(ds, codec, model, alphas) if alphas else None
+    bundle = save_bundle(args.out, ds, config, codec, model, acc, bank=bank)
+    bank_text = f" bank={','.join(map(str, alphas))}" if alphas else ""
+    print(f"bundle {args.out}: dataset={ds.name} dims={config.dims} held-out accuracy={acc:.4f}"
+          f"{bank_text} hash={bundle.hash}")
     return 0

@@ -159,6 +159,14 @@ class Channel:
         self._los_freq = config.doppler * math.cos(self.rng.uniform(0, 2 * math.pi))
         self._los_phase = self.rng.uniform(0, 2 * math.pi)
 
+    def seek(self, sample: int) -> None:
+        """Make the next call start at absolute ``sample`` of one continuous stream.
+
+        CFO phase and time-varying fading run on this clock, so a caller that feeds a
+        stream in pieces (with gaps, or overlapping by a filter's context) stays coherent.
+        """
+        self._sample_clock = int(sample)
+
     def buffers(self, received: npt.NDArray[np.complex128]) -> npt.NDArray[np.complex128]:
         """View Pluto-contract output as ``[n_buffers, rx_buffer_size]`` complex128."""
         size = self.config.rx_buffer_size

@@ -11,6 +11,7 @@ from functools import cached_property
 
 from common.errors import ConfigError
 from common.modulation import Modulation
+from common.phy.constellation import LABELLINGS
 from common.phy.pulse import RrcFilter
 
 #: Header modulations allowed: the header must survive wherever any data frame could.
@@ -53,6 +54,9 @@ class PhyConfig:
         exceed full scale are scaled down as a whole).
     max_payload_bytes : int
         Largest total payload a received header may announce (bounds RX allocation).
+    labelling : str
+        Bit labelling of the data sections TX sends: ``gray`` (the project's, default) or
+        ``3gpp`` (TS 38.211 sec. 5.1). Each frame header says which, so RX follows TX.
     """
 
     samples_per_symbol: int = 4
@@ -70,6 +74,7 @@ class PhyConfig:
     detect_threshold: float = 0.5
     tx_rms: float = 0.3
     max_payload_bytes: int = 1 << 25
+    labelling: str = "gray"
 
     def __post_init__(self) -> None:
         def need(ok: bool, what: str, got: object) -> None:
@@ -101,6 +106,7 @@ class PhyConfig:
         need(0.0 < self.tx_rms <= 0.5, "tx_rms must be in (0, 0.5]", self.tx_rms)
         need(1 <= self.max_payload_bytes <= 0xFFFFFFFF,
              "max_payload_bytes must be in [1, 2**32 - 1]", self.max_payload_bytes)
+        need(self.labelling in LABELLINGS, f"labelling must be one of {LABELLINGS}", self.labelling)
         # Frame indices travel as u16: the largest payload must fit in 65535 frames.
         need(self.max_payload_bytes <= 0xFFFF * self.max_frame_payload,
              "max_payload_bytes must be <= 65535 * max_frame_payload", self.max_payload_bytes)

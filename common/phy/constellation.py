@@ -1,6 +1,7 @@
 """Gray-mapped unit-energy constellations and the Mapper/Demapper blocks that share them.
 
 Square QAM is built as two reflected-Gray PAM axes, so demapping is per-axis and vectorised.
+Two labellings of the same points: the project's (``"gray"``) and TS 38.211 sec. 5.1's (``"3gpp"``).
 """
 
 from __future__ import annotations
@@ -18,8 +19,13 @@ BitArray = npt.NDArray[np.uint8]
 FloatArray = npt.NDArray[np.float32]
 
 
-#: One constellation object per modulation, shared by every block of the process.
-_SHARED: dict[Modulation, Constellation] = {}
+#: Bit labellings: ``gray`` (the project's, on the air by default) and ``3gpp`` (TS 38.211
+#: sec. 5.1, Sionna's). They label the same points; 38.211's bits are the project's with the
+#: in-phase bits on even positions, the quadrature bits on odd ones, each inverted.
+LABELLINGS = ("gray", "3gpp")
+
+#: One constellation object per modulation and labelling, shared by every block of the process.
+_SHARED: dict[tuple[Modulation, str], Constellation] = {}
 
 
 def gray_code(n: int) -> int:
@@ -36,13 +42,22 @@ class Constellation:
     horizontally or vertically adjacent points differ in exactly one bit. BPSK is a
     single real axis (bit 0 -> -1, bit 1 -> +1).
 
+    With ``labelling="3gpp"`` the bits of a symbol are TS 38.211's ``b(0) .. b(k-1)``:
+    ``b(0), b(2), ...`` select the in-phase level and ``b(1), b(3), ...`` the quadrature
+    level, 0 meaning the positive side (BPSK: bit b -> 1 - 2b on the real axis; 38.211's
+    BPSK point is that times ``(1 + j) / sqrt(2)``, a rotation the receiver's channel
+    estimate absorbs, so the project keeps BPSK real).
+
     Use :meth:`of` to get the shared, cached instance of a modulation.
     """
 
-    def __init__(self, modulation: Modulation) -> None:
+    def __init__(self, modulation: Modulation, labelling: str = "gray") -> None:
         if not isinstance(modulation, Modulation):
             raise ConfigError(f"expected a Modulation, got {modulation!r}")
+        if labelling not in LABELLINGS:
+            raise ConfigError(f"labelling must be one of {LABELLINGS}, got {labelling!r}")
         self.modulation = modulation
+        self.labelling = labelling
         self.bits_per_symbol = modulation.bits_per_symbol
         self.is_real = modulation is Modulation.BPSK
         self.axis_bits = self.bits_per_symbol if self.is_real else self.bits_per_symbol // 2
@@ -61,25 +76,43 @@ class Constellation:
         #: [L, axis_bits] uint8 bits of each level, most significant first.
         self.level_bits = ((labels[:, None] >> shifts[None, :]) & 1).astype(np.uint8)
         self._bit_weights = (1 << shifts).astype(np.int64)
+        k = self.bits_per_symbol
+        #: 38.211 bit positions in the project's order (I bits then Q bits).
+        self._perm = np.arange(k) if self.is_real else np.concatenate([np.arange(0, k, 2), np.arange(1, k, 2)])
+        self._inv_perm = np.argsort(self._perm)
         #: [M] complex64 point of each symbol label (label = bits read as an integer).
         self.points = self._build_points()
 
     @classmethod
-    def of(cls, modulation: Modulation) -> Constellation:
-        """The shared constellation of ``modulation`` (built once per process)."""
-        shared = _SHARED.get(modulation)
+    def of(cls, modulation: Modulation, labelling: str = "gray") -> Constellation:
+        """The shared constellation of ``modulation`` (built once per process and labelling)."""
+        shared = _SHARED.get((modulation, labelling))
         if shared is None:
-            shared = _SHARED[modulation] = cls(modulation)
+            shared = _SHARED[(modulation, labelling)] = cls(modulation, labelling)
         return shared
 
+    def to_project(self, bits: BitArray) -> BitArray:
+        """[n, k] bits in this labelling -> the project's labelling (identity for ``gray``)."""
+        if self.labelling == "gray":
+            return bits
+        return np.asarray(1 - bits[:, self._perm], dtype=np.uint8)
+
+    def from_project(self, bits: BitArray) -> BitArray:
+        """Inverse of :meth:`to_project`."""
+        if self.labelling == "gray":
+            return bits
+        return np.asarray((1 - bits)[:, self._inv_perm], dtype=np.uint8)
+
     def _build_points(self) -> ComplexArray:
+        k = self.bits_per_symbol
+        labels = np.arange(1 << k)
+        bits = ((labels[:, None] >> np.arange(k - 1, -1, -1)[None, :]) & 1).astype(np.uint8)
+        project = self.to_project(bits).astype(np.int64)
         amp = self.levels[self.level_of_label]
         if self.is_real:
-            return np.asarray(amp, dtype=np.complex64)
-        side = self.axis_order
-        labels = np.arange(side * side)
-        i_amp = amp[labels >> self.axis_bits]
-        q_amp = amp[labels & (side - 1)]
+            return np.asarray(amp[project @ self._bit_weights], dtype=np.complex64)
+        i_amp = amp[project[:, : self.axis_bits] @ self._bit_weights]
+        q_amp = amp[project[:, self.axis_bits :] @ self._bit_weights]
         return np.asarray(i_amp + 1j * q_amp, dtype=np.complex64)
 
     def __repr__(self) -> str:
@@ -122,7 +155,7 @@ class Mapper:
     def __call__(self, bits: npt.ArrayLike) -> ComplexArray:
         c = self.constellation
         arr = _check_bits(bits, c.bits_per_symbol)
-        groups = arr.reshape(-1, c.bits_per_symbol)
+        groups = c.to_project(arr.reshape(-1, c.bits_per_symbol))
         if c.is_real:
             return c.levels[c._axis_indices(groups)].astype(np.complex64)
         i_amp = c.levels[c._axis_indices(groups[:, : c.axis_bits])]
@@ -150,11 +183,11 @@ class HardDemapper:
         if arr.ndim != 1:
             raise ConfigError(f"symbols must be 1-D, got shape {arr.shape}")
         if c.is_real:
-            return c.level_bits[c._nearest_level(arr.real)].reshape(-1)
+            return c.from_project(c.level_bits[c._nearest_level(arr.real)]).reshape(-1)
         out = np.empty((arr.size, c.bits_per_symbol), dtype=np.uint8)
         out[:, : c.axis_bits] = c.level_bits[c._nearest_level(arr.real)]
         out[:, c.axis_bits :] = c.level_bits[c._nearest_level(arr.imag)]
-        return out.reshape(-1)
+        return c.from_project(out).reshape(-1)
 
 
 class Demapper:
@@ -198,8 +231,11 @@ class Demapper:
         inv_no = 1.0 / no_arr
         real = arr.real.astype(np.float64)
         if c.is_real:
-            return self._axis_llr(real, inv_no).reshape(-1)
-        out = np.empty((arr.size, c.bits_per_symbol), dtype=np.float32)
-        out[:, : c.axis_bits] = self._axis_llr(real, inv_no)
-        out[:, c.axis_bits :] = self._axis_llr(arr.imag.astype(np.float64), inv_no)
-        return out.reshape(-1)
+            out = self._axis_llr(real, inv_no)
+        else:
+            out = np.empty((arr.size, c.bits_per_symbol), dtype=np.float32)
+            out[:, : c.axis_bits] = self._axis_llr(real, inv_no)
+            out[:, c.axis_bits :] = self._axis_llr(arr.imag.astype(np.float64), inv_no)
+        if c.labelling != "gray":
+            out = -out[:, c._inv_perm]  # an inverted bit flips its LLR's sign
+        return np.ascontiguousarray(out).reshape(-1)

@@ -35,6 +35,8 @@ BoolArray = npt.NDArray[np.bool_]
 
 #: Cached per-geometry plans kept by a demodulator before the cache is reset.
 _PLAN_CACHE = 64
+#: Equalised data symbols of the last frame kept (decimated) for a constellation display.
+CONSTELLATION_POINTS = 256
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +89,8 @@ class PhyResult:
         Modulation of the batch's frames.
     frames : tuple[FrameReport, ...]
         Per-frame reports of this batch, in time order.
+    constellation : [<= CONSTELLATION_POINTS] complex64
+        Equalised data symbols of the batch's last decoded frame, evenly decimated (empty if none).
     """
 
     payload: bytes
@@ -101,6 +105,7 @@ class PhyResult:
     cfo: float
     modulation: Modulation | None
     frames: tuple[FrameReport, ...]
+    constellation: ComplexArray = dataclasses.field(default_factory=lambda: np.zeros(0, np.complex64))
 
     @property
     def complete(self) -> bool:
@@ -128,6 +133,8 @@ class DecodedFrame:
     header: FrameHeader
     report: FrameReport
     payload: bytes
+    #: A decimated sample of the frame's equalised data symbols.
+    symbols: ComplexArray = dataclasses.field(default_factory=lambda: np.zeros(0, np.complex64))
 
 
 class Demodulator:
@@ -202,7 +209,7 @@ class Demodulator:
         anchors = np.concatenate([anchors, h_data])
         eq_data = dplan.equalise(zd, anchors)
         n_bytes = header.length + DATA_CRC.size
-        demap = HardDemapper(Constellation.of(header.modulation))
+        demap = HardDemapper(Constellation.of(header.modulation, header.labelling))
         body = bits_to_bytes(demap(eq_data)[: 8 * n_bytes])
         chunk, (crc,) = body[: header.length], DATA_CRC.unpack(body[header.length :])
         crc_ok = crc == data_crc(raw_header, chunk)
@@ -223,7 +230,8 @@ class Demodulator:
             cfo=det.cfo,
             start=det.t0,
         )
-        return DecodedFrame(header, report, chunk)
+        step = max(1, -(-eq_data.size // CONSTELLATION_POINTS))
+        return DecodedFrame(header, report, chunk, eq_data[::step].astype(np.complex64))
 
     def decode_frames(self, samples: npt.ArrayLike) -> tuple[list[DecodedFrame], int]:
         """Detect and decode every frame: (decoded frames in time order, header failures)."""
@@ -299,6 +307,7 @@ class Demodulator:
             cfo=float(np.mean([r.cfo for r in good_frames])) if good_frames else math.nan,
             modulation=modulation,
             frames=tuple(d.report for d in agreeing),
+            constellation=agreeing[-1].symbols,
         )
 
 

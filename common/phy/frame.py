@@ -32,8 +32,9 @@ IntArray = npt.NDArray[np.int64]
 # only on the section length. Bits are taken from bytes most significant bit first; the
 # data section carries the payload then its CRC-32, zero bits pad the last symbol.
 
-#: Header layout, big-endian: magic, version << 4 | modulation id, batch id, frame index,
-#: frame count, total payload bytes, byte offset of this frame, payload bytes in this frame.
+#: Header layout, big-endian: magic, version << 4 | labelling flag << 3 | modulation id,
+#: batch id, frame index, frame count, total payload bytes, byte offset of this frame,
+#: payload bytes in this frame.
 HEADER = struct.Struct(">BBIHHIIH")
 #: CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF; ``binascii.crc_hqx``) over HEADER bytes.
 HEADER_CRC = struct.Struct(">H")
@@ -53,6 +54,9 @@ MODULATION_IDS: dict[Modulation, int] = {
     Modulation.QAM256: 4,
 }
 _MODULATION_BY_ID = {v: k for k, v in MODULATION_IDS.items()}
+#: Bit 3 of the modulation nibble: the data section's bit labelling (0 the project's Gray,
+#: 1 TS 38.211 sec. 5.1). The header itself is always BPSK/QPSK with the project's labelling.
+LABELLING_3GPP = 0x08
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,11 +70,14 @@ class FrameHeader:
     total_length: int
     offset: int
     length: int
+    #: ``gray`` or ``3gpp``: how the data section's bits are labelled (``Constellation``).
+    labelling: str = "gray"
 
     def encode(self) -> bytes:
+        flag = LABELLING_3GPP if self.labelling == "3gpp" else 0
         body = HEADER.pack(
             MAGIC,
-            VERSION << 4 | MODULATION_IDS[self.modulation],
+            VERSION << 4 | flag | MODULATION_IDS[self.modulation],
             self.batch_id,
             self.index,
             self.count,
@@ -94,9 +101,10 @@ class FrameHeader:
             raise FrameError(f"bad magic 0x{magic:02x}, expected 0x{MAGIC:02x}")
         if ver_mod >> 4 != VERSION:
             raise FrameError(f"unsupported frame version {ver_mod >> 4}, expected {VERSION}")
-        modulation = _MODULATION_BY_ID.get(ver_mod & 0x0F)
+        modulation = _MODULATION_BY_ID.get(ver_mod & 0x07)
         if modulation is None:
-            raise FrameError(f"unknown modulation id {ver_mod & 0x0F}")
+            raise FrameError(f"unknown modulation id {ver_mod & 0x07}")
+        labelling = "3gpp" if ver_mod & LABELLING_3GPP else "gray"
         # Untrusted input: every field must be consistent before anything is allocated.
         if total > config.max_payload_bytes:
             raise FrameError(f"total length {total} exceeds limit {config.max_payload_bytes}")
@@ -106,7 +114,7 @@ class FrameHeader:
             raise FrameError(f"frame index {index} not below frame count {count}")
         if offset + length > total or (length == 0 and total != 0):
             raise FrameError(f"byte range {offset}+{length} outside total {total}")
-        return cls(modulation, batch_id, index, count, total, offset, length)
+        return cls(modulation, batch_id, index, count, total, offset, length, labelling)
 
 
 def data_crc(header_bytes: bytes, payload: bytes) -> int:

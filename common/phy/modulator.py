@@ -64,7 +64,7 @@ class Modulator:
         )
         body = chunk + DATA_CRC.pack(data_crc(raw_header, chunk))
         data_bits = _pad_bits(bytes_to_bits(body), header.modulation.bits_per_symbol)
-        data_syms = Mapper(Constellation.of(header.modulation))(data_bits)
+        data_syms = Mapper(Constellation.of(header.modulation, header.labelling))(data_bits)
         data = assemble_section(
             data_syms, cfg.pilot_spacing, cfg.pilot_length, geo.header.pilot.size
         )
@@ -93,7 +93,7 @@ class Modulator:
         for index in range(count):
             offset = index * step
             chunk = bytes(view[offset : offset + step])
-            header = FrameHeader(modulation, batch_id, index, count, total, offset, len(chunk))
+            header = FrameHeader(modulation, batch_id, index, count, total, offset, len(chunk), cfg.labelling)
             parts.append(self.frame_symbols(header, chunk))
             parts.append(guard)
         # One shaping pass over the whole burst; silent guard symbols keep frames apart.

@@ -1,6 +1,7 @@
 """``PlutoRadio``: an ADALM-Pluto behind pyadi-iio, configured from a frozen ``PlutoConfig``.
 
-``adi`` is imported lazily on open; every pyadi-iio/libiio failure becomes a ``RadioError``.
+``adi`` is imported lazily on open; every pyadi-iio/libiio failure becomes a ``RadioError``
+whose cause is detached from libiio's frames, so no libiio object outlives a failed call.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from common.errors import ConfigError, RadioError, SampleError
+from common.errors import ConfigError, RadioError, RadioUnreachable, SampleError
 from common.phy.contract import int16_to_complex, tx_to_int16
 
 T = TypeVar("T")
@@ -33,6 +34,11 @@ TX_GAIN_RANGE_DB = (-89.75, 0.0)
 RX_GAIN_RANGE_DB = (-3.0, 71.0)
 #: libiio keeps 4 kernel buffers by default; after idle they hold stale samples.
 DEFAULT_FLUSH_READS = 4
+#: How long a lost Pluto is waited for: a USB re-enumeration (reset, brown-out, a cable
+#: pulled and plugged back) takes several seconds before the network gadget answers again.
+DEFAULT_RECONNECT_WINDOW_S = 10.0
+#: Reconnect attempts back off from ``reconnect_delay_s`` by x2 up to this pause.
+MAX_RECONNECT_DELAY_S = 2.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,7 +74,11 @@ class PlutoConfig:
     reconnect_attempts : int
         Times an operation is retried on a new connection after an ``OSError``.
     reconnect_delay_s : float
-        Pause before reconnecting.
+        Pause before the first reconnect; later ones back off x2 up to
+        ``MAX_RECONNECT_DELAY_S``.
+    reconnect_window_s : float
+        How long reconnecting goes on while the radio does not answer; then the operation
+        fails with ``RadioUnreachable``.
     """
 
     uri: str = "ip:192.168.2.1"
@@ -85,6 +95,7 @@ class PlutoConfig:
     flush_reads: int = DEFAULT_FLUSH_READS
     reconnect_attempts: int = 2
     reconnect_delay_s: float = 0.5
+    reconnect_window_s: float = DEFAULT_RECONNECT_WINDOW_S
 
     def __post_init__(self) -> None:
         def within(name: str, value: float, lo: float, hi: float) -> None:
@@ -114,10 +125,10 @@ class PlutoConfig:
             raise ConfigError(
                 f"PlutoConfig.reconnect_attempts must be >= 0, got {self.reconnect_attempts}"
             )
-        if not (self.reconnect_delay_s >= 0 and math.isfinite(self.reconnect_delay_s)):
-            raise ConfigError(
-                f"PlutoConfig.reconnect_delay_s must be >= 0, got {self.reconnect_delay_s}"
-            )
+        for name in ("reconnect_delay_s", "reconnect_window_s"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and value >= 0 and math.isfinite(value)):
+                raise ConfigError(f"PlutoConfig.{name} must be a number >= 0, got {value!r}")
 
 
 def _import_adi() -> Any:
@@ -136,15 +147,23 @@ class PlutoRadio:
     ``transmit(samples)`` sends [n] complex baseband (full scale 1.0, see
     ``common.phy.contract``); ``receive(n)`` returns [k * rx_buffer_size] complex128 of
     12-bit ADC values (k = ceil(n / rx_buffer_size)). Both retry on a fresh connection
-    after an ``OSError`` (USB re-enumeration, network hiccup) and raise ``RadioError``
-    when that fails too.
+    after an ``OSError`` (USB re-enumeration, network hiccup), reconnecting with backoff
+    for up to ``reconnect_window_s``, and raise ``RadioError`` when that fails too.
+
+    A failed call leaves no libiio object behind: its buffers and context are destroyed
+    (buffers first) before the ``RadioError`` is raised, and the error's cause is the
+    library's exception stripped of its traceback, so code that keeps the error (a log
+    record, a list of failures) cannot keep a ``iio.Buffer`` alive past its context, which
+    crashes pylibiio at exit.
     """
 
-    def __init__(self, config: PlutoConfig, *, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(self, config: PlutoConfig, *, sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         if not isinstance(config, PlutoConfig):
             raise ConfigError(f"expected a PlutoConfig, got {config!r}")
         self.config = config
         self._sleep = sleep
+        self._clock = clock
         self._dev: Any = None
         #: Successful reconnections since construction.
         self.reconnects = 0
@@ -220,29 +239,62 @@ class PlutoRadio:
         dev.rx_buffer_size = cfg.rx_buffer_size
         dev.tx_cyclic_buffer = cfg.tx_cyclic
 
+    def _attempt(self, op: Callable[[Any], T]) -> tuple[T | None, BaseException | None]:
+        """``op(device)``, or the exception it raised, detached from libiio's frames.
+
+        The traceback of a pylibiio error holds ``iio.Buffer.push``'s frame and so the
+        buffer; it must be gone before the context is closed. Returning the failure (rather
+        than handling it inside ``except``) lets Python drop the traceback first.
+        """
+        try:
+            return op(self._dev), None
+        except RadioError:
+            raise
+        except Exception as exc:  # OSError from libiio; bare Exception from pyadi-iio misuse
+            failure: BaseException = _detached(exc)
+        return None, failure
+
     def _with_reconnect(self, what: str, op: Callable[[Any], T]) -> T:
         """Run ``op(device)``; on ``OSError`` reconnect and retry, up to the configured cap."""
         if self._dev is None:
             raise RadioError(f"cannot {what}: radio is not open")
         attempts = self.config.reconnect_attempts
         for attempt in range(attempts + 1):
-            try:
-                return op(self._dev)
-            except OSError as exc:
-                if attempt == attempts:
-                    raise RadioError(f"{what} failed after {attempts} reconnect(s): {exc}") from exc
-                self.close()
-                self._sleep(self.config.reconnect_delay_s)
-                try:
-                    self._dev = self._connect()
-                except RadioError as reexc:
-                    raise RadioError(f"{what} failed and reconnecting failed: {reexc}") from exc
-                self.reconnects += 1
-            except RadioError:
-                raise
-            except Exception as exc:  # pyadi-iio signals misuse with bare Exception
-                raise RadioError(f"{what} failed: {exc}") from exc
+            result, failure = self._attempt(op)
+            if failure is None:
+                return result  # type: ignore[return-value]
+            self.close()  # buffers, then the context: nothing of libiio survives the failure
+            if not isinstance(failure, OSError):
+                raise RadioError(f"{what} failed: {failure}") from failure
+            if attempt == attempts:
+                raise RadioError(f"{what} failed after {attempts} reconnect(s): {failure}") from failure
+            self._reconnect(what, failure)
+            self.reconnects += 1
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _reconnect(self, what: str, cause: OSError) -> None:
+        """Open a new connection, backing off while the radio is away, for ``reconnect_window_s``."""
+        cfg = self.config
+        start = self._clock()
+        delay = cfg.reconnect_delay_s
+        tries = 0
+        while True:
+            self._sleep(delay)
+            tries += 1
+            try:
+                self._dev = self._connect()
+                return
+            except RadioError as exc:
+                last = str(exc)  # the message only: the exception holds pyadi-iio's frames
+            elapsed = self._clock() - start
+            if elapsed >= cfg.reconnect_window_s:
+                raise RadioUnreachable(
+                    f"{what} failed ({cause}) and reconnecting failed: the Pluto at {cfg.uri!r} stayed "
+                    f"unreachable for {elapsed:.1f} s ({tries} attempt(s); reconnect_window_s="
+                    f"{cfg.reconnect_window_s:g}); last error: {last}"
+                ) from cause
+            delay = min(2 * delay if delay > 0 else MAX_RECONNECT_DELAY_S / 8, MAX_RECONNECT_DELAY_S,
+                        max(cfg.reconnect_window_s - elapsed, 0.0))
 
     # -- data plane -----------------------------------------------------------------------
     def _tx_buffers(self, samples: npt.ArrayLike) -> list[npt.NDArray[np.complex128]]:
@@ -310,6 +362,14 @@ class PlutoRadio:
             return out
 
         return self._with_reconnect("receive", capture)
+
+
+def _detached(exc: BaseException) -> BaseException:
+    """``exc`` without its traceback and chained exceptions (which hold libiio objects)."""
+    exc.__traceback__ = None
+    exc.__context__ = None
+    exc.__cause__ = None
+    return exc
 
 
 def _close_quietly(dev: Any) -> None:

@@ -1,13 +1,17 @@
 """``semalign demo``: RX and TX as separate processes on loopback, with a live modulation change.
 
 It builds (or reuses) the default bundle, starts both daemons, switches 256QAM -> 64QAM
-through TX's control socket halfway through, prints a per-batch table and exits. With
-``--transport sim`` a channel process sits between them and TX's AMC follows the SNR profile.
+through TX's control socket halfway through, then sets a sensor shift (``--shift``) that RX's
+alignment policy has to recover from, prints a per-batch table (with C, the shift and the
+gate figure) and exits. With
+``--transport sim`` a channel process sits between them and TX's AMC follows the SNR profile;
+``--transport pluto --emulate`` puts two emulated Plutos (``semalign pluto-emu``) between them.
 """
 
 from __future__ import annotations
 
 import argparse
+import socket
 import sys
 import tempfile
 import time
@@ -15,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from common.data.spec import DATASET_NAMES
+from common.errors import TransportError
 from common.metrics import read_metrics
 from common.ml.bundle import default_bundle_dir
 from common.ml.pretrain import ensure_bundle
@@ -24,9 +29,10 @@ COLUMNS = (
     ("batch", "{:>5}"), ("modulation", "{:>10}"), ("alpha", "{:>5}"), ("b_max", "{:>8}"),
     ("n_train", "{:>7}"), ("payload_bytes", "{:>9}"), ("accuracy", "{:>8}"),
     ("latency_comm_s", "{:>9}"), ("latency_finetune_s", "{:>9}"), ("latency_classify_s", "{:>9}"),
-    ("latency_e2e_s", "{:>9}"),
+    ("latency_e2e_s", "{:>9}"), ("shift", "{:>10}"), ("gate", "{:>6}"), ("align_action", "{:>8}"),
 )
-HEADINGS = ("batch", "mod", "alpha", "B_max", "N", "bytes", "acc", "comm s", "tune s", "class s", "e2e s")
+HEADINGS = ("batch", "mod", "alpha", "B_max", "N", "bytes", "acc", "comm s", "tune s", "class s", "e2e s",
+            "shift", "gate", "align")
 SIM_COLUMNS = (("snr_db", "{:>6}"), ("frames_lost", "{:>6}"), ("vectors_lost", "{:>6}"))
 SIM_HEADINGS = ("SNR dB", "fr.lost", "v.lost")
 
@@ -38,6 +44,8 @@ def _cell(key: str, value: Any) -> str:
         return f"{value:.3f}"
     if key == "snr_db":
         return f"{value:.1f}"
+    if key == "gate":
+        return f"{value:.3f}"
     if key.startswith("latency"):
         return f"{value:.4f}"
     return str(value)
@@ -59,20 +67,31 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", type=Path)
     p.add_argument("--batches", type=int, default=8)
     p.add_argument("--switch-to", default="64qam", help="modulation to switch to halfway (zmq transport)")
-    p.add_argument("--transport", default="zmq", choices=("zmq", "sim"),
-                   help="sim: baseband samples through a channel process, modulation chosen by AMC")
+    p.add_argument("--transport", default="zmq", choices=("zmq", "sim", "pluto"),
+                   help="sim: baseband samples through a channel process, modulation chosen by AMC; "
+                        "pluto: over the air (needs --emulate on one machine)")
+    p.add_argument("--emulate", action="store_true",
+                   help="with --transport pluto: two emulated Plutos on loopback (semalign pluto-emu), "
+                        "driven through libiio")
     p.add_argument("--snr-profile", default="37 dB, drop 7 dB at batch 4",
                    help="Es/N0 by batch for --transport sim (see semalign channel --help)")
     p.add_argument("--fading", default="none", choices=("none", "rayleigh", "rician"))
     p.add_argument("--adapt", default="lora", choices=("lora", "e2e", "none"))
+    p.add_argument("--shift", default="rotate:30",
+                   help="sensor shift set through TX's control socket after the modulation switch "
+                        "(zmq transport; 'none' to leave the images alone)")
     p.add_argument("--metrics-out", type=Path, help="write TX's per-batch JSON lines here too")
     p.add_argument("--bundle", type=Path, help="bundle dir (default: built and cached on first use)")
     p.add_argument("--workdir", type=Path, help="keep daemon logs and metrics here")
     p.add_argument("--interval", type=float, default=0.5, help="seconds between batches")
     p.add_argument("--timeout", type=float, default=600.0, help="give up after this many seconds")
+    p.add_argument("--watch", action="store_true",
+                   help="run it inside `semalign watch` (the dashboard; q quits it and ends the demo)")
     args = p.parse_args(argv)
     if args.batches < 1:
         p.error("--batches must be >= 1")
+    if (args.transport == "pluto") != args.emulate:
+        p.error("--emulate goes with --transport pluto (on one machine the Plutos are emulated)")
 
     bundle_dir = args.bundle or default_bundle_dir(args.dataset)
     print(f"bundle: {bundle_dir} (built on first use)", flush=True)
@@ -93,23 +112,38 @@ def main(argv: list[str] | None = None) -> int:
     data_ep = f"tcp://127.0.0.1:{free_tcp_port()}"
     ctl_ep = f"tcp://127.0.0.1:{free_tcp_port()}"
     tx_metrics = args.metrics_out or workdir / "tx-metrics.jsonl"
+    monitors = {role: f"tcp://127.0.0.1:{free_tcp_port()}" for role in ("tx", "rx")}
+    rx_mon, tx_mon = (["--monitor", monitors[r]] if args.watch else [] for r in ("rx", "tx"))
     for path in (tx_metrics, workdir / "rx-metrics.jsonl"):
         Path(path).unlink(missing_ok=True)
     common = ["--dataset", args.dataset, "--bundle", str(bundle_dir)]
     if args.data_dir:
         common += ["--data-dir", str(args.data_dir)]
-    sim = args.transport == "sim"
-    rx = spawn_cli(["rx", *common, "--bind", data_ep, "--adapt", args.adapt,
-                 "--metrics-out", str(workdir / "rx-metrics.jsonl")], workdir / "rx.log")
-    procs = [rx]
+    sim = args.transport in ("sim", "pluto")
+    procs: list[Any] = []
+    rx_extra: list[str] = []
     tx_ep, tx_extra = data_ep, []
-    if sim:
+    if args.emulate:
+        ports = [free_tcp_port(), free_tcp_port()]
+        procs.append(spawn_cli(["pluto-emu", "--port", str(ports[0]), "--port", str(ports[1]),
+                                "--snr-profile", args.snr_profile, "--fading", args.fading,
+                                *(["--doppler", "1e-6"] if args.fading != "none" else [])],
+                               workdir / "pluto-emu.log"))
+        _wait_for_ports(ports, procs[-1])
+        tx_extra = ["--transport", "pluto", "--pluto-uri", f"ip:127.0.0.1:{ports[0]}", "--link-policy", "amc"]
+        rx_extra = ["--pluto-uri", f"ip:127.0.0.1:{ports[1]}"]
+        print(f"emulated Plutos on ports {ports[0]} (TX) and {ports[1]} (RX): {args.snr_profile!r} per burst, "
+              f"fading {args.fading}; TX picks the modulation by AMC", flush=True)
+    rx = spawn_cli(["rx", *common, *rx_extra, *rx_mon, "--bind", data_ep, "--adapt", args.adapt,
+                 "--metrics-out", str(workdir / "rx-metrics.jsonl")], workdir / "rx.log")
+    procs.insert(0, rx)
+    if args.transport == "sim":
         tx_ep = f"tcp://127.0.0.1:{free_tcp_port()}"
         procs.append(spawn_cli(["channel", "--listen", tx_ep, "--forward", data_ep, "--snr-profile", args.snr_profile,
                              "--fading", args.fading], workdir / "channel.log"))
         tx_extra = ["--transport", "sim", "--link-policy", "amc"]
         print(f"channel: {args.snr_profile!r}, fading {args.fading}; TX picks the modulation by AMC", flush=True)
-    tx = spawn_cli(["tx", *common, *tx_extra, "--endpoint", tx_ep, "--control", ctl_ep, "--modulation", "256qam",
+    tx = spawn_cli(["tx", *common, *tx_extra, *tx_mon, "--endpoint", tx_ep, "--control", ctl_ep, "--modulation", "256qam",
                  "--batches", str(args.batches), "--max-inflight", "1", "--hello-timeout", "120",
                  # A short gap between batches leaves room for the live modulation switch.
                  "--interval", str(args.interval),
@@ -120,7 +154,13 @@ def main(argv: list[str] | None = None) -> int:
     from tx.control import ControlRequest
     from tx.ctl import request
 
+    if args.watch:
+        from common.tools.watch.demo import DemoWatch
+
+        watch = DemoWatch(monitors["tx"], monitors["rx"], ctl_ep, workdir)
+
     switched = False
+    shifted = args.shift == "none"
     shown = 0
     deadline = time.monotonic() + args.timeout
     records: list[dict[str, Any]] = []
@@ -137,7 +177,18 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"-- ctl set-modulation {args.switch_to}: from batch {reply.get('effective_from_batch')}, "
                       f"B_max={plan.get('b_max')} alpha={plan.get('alpha')} N_max={plan.get('n_max')}", flush=True)
                 switched = True
-            if tx.poll() is not None:
+            elif not sim and switched and not shifted and shown >= args.batches // 2 + 1:
+                # The story's second half: a sensor shift the receiver has to align to.
+                shifted = True
+                if tx.poll() is None:  # the stream may have ended meanwhile
+                    try:
+                        reply = request(ctl_ep, ControlRequest("set-shift", args.shift), tries=1)
+                    except TransportError:
+                        reply = {"ok": False, "error": "TX did not answer"}
+                    print(f"-- ctl set-shift {args.shift}: from batch {reply.get('effective_from_batch')} "
+                          f"(RX's gate and continual adapter take over)" if reply.get("ok")
+                          else f"-- ctl set-shift refused: {reply.get('error')}", flush=True)
+            if tx.poll() is not None or (args.watch and watch.poll() is not None):
                 break
             if any(proc.poll() is not None for proc in procs):
                 print(f"a daemon exited early; see the logs in {workdir}", file=sys.stderr)
@@ -147,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
                 break
             time.sleep(0.1)
     finally:
+        if args.watch:
+            watch.finish()
         tx_code = stop_process(tx)
         for proc in procs:
             stop_process(proc)
@@ -165,3 +218,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"demo incomplete: see {workdir / 'tx.log'} and {workdir / 'rx.log'}", file=sys.stderr)
         return 1
     return 0
+
+
+def _wait_for_ports(ports: list[int], proc: Any, timeout_s: float = 20.0) -> None:
+    """Until every emulated Pluto accepts connections (or its process died)."""
+    deadline = time.monotonic() + timeout_s
+    for port in ports:
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    stop_process(proc)
+                    raise SystemExit(f"semalign pluto-emu did not come up on port {port}") from None
+                time.sleep(0.05)

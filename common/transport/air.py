@@ -24,7 +24,7 @@ from common.transport.base import (
     Wire,
     send_frames,
 )
-from common.transport.sim import SimBearer, demodulated
+from common.transport.sim import SimBearer, check_announced, demodulated
 from common.wire.messages import AirReady, Envelope
 
 #: Extra capture beyond the announced burst: covers the air_ready round trip and TX's
@@ -42,6 +42,7 @@ class AirBearer(Bearer):
         self.phy = phy
         self.radio = radio
         self._modem = SimBearer(phy)
+        self.max_payload_bytes = BearerSettings.max_payload_bytes
         self._bursts: dict[int, np.ndarray] = {}
 
     @classmethod
@@ -52,7 +53,9 @@ class AirBearer(Bearer):
     def open(cls, settings: BearerSettings) -> AirBearer:
         if settings.pluto is None:
             raise ConfigError("transport 'pluto' needs a pluto section (at least uri), got none")
-        return cls(settings.phy, PlutoRadio(settings.pluto).open())
+        bearer = cls(settings.phy, PlutoRadio(settings.pluto).open())
+        bearer.max_payload_bytes = settings.max_payload_bytes
+        return bearer
 
     def send(self, wire: Wire, envelope: Envelope, payload: bytes) -> Sent:
         burst = self._bursts.get(envelope.batch_id)
@@ -72,15 +75,19 @@ class AirBearer(Bearer):
         self._bursts.pop(batch_id, None)
 
     def receive(self, envelope: Envelope, frame: memoryview, notify: Notify) -> Received:
+        check_announced(envelope, self.max_payload_bytes)
         if not 0 < envelope.samples <= MAX_BURST_SAMPLES:
             raise SizeMismatch(f"announced burst of {envelope.samples} samples, expected 1..{MAX_BURST_SAMPLES}")
+        # Flush the stale kernel buffers *before* asking for the burst: until the first read
+        # after idle the ADC's DMA is stalled on a full ring, and a burst sent meanwhile is lost.
+        self.radio.flush()
         try:
             notify(AirReady(envelope.batch_id, envelope.attempt).encode())
         except Unreachable:
             # TX is gone: nobody will transmit, and its resend starts the exchange again.
             raise RadioError(f"cannot ask TX to transmit batch {envelope.batch_id}: peer unreachable") from None
         margin = int(CAPTURE_MARGIN_S * self.radio.config.sample_rate_hz)
-        samples = self.radio.receive(envelope.samples + margin)
+        samples = self.radio.receive(envelope.samples + margin, flush=False)
         return demodulated(samples, envelope, self.phy)
 
     def close(self) -> None:

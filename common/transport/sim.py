@@ -10,7 +10,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from common.errors import SizeMismatch
+from common.errors import OversizeMessage, SizeMismatch
 from common.modulation import Modulation
 from common.phy import PhyConfig, demodulate_payload, modulate_payload
 from common.transport.base import (
@@ -32,13 +32,14 @@ class SimBearer(Bearer):
     transport: ClassVar[Transport] = Transport.SIM
     reports_snr: ClassVar[bool] = True
 
-    def __init__(self, phy: PhyConfig) -> None:
+    def __init__(self, phy: PhyConfig, max_payload_bytes: int = BearerSettings.max_payload_bytes) -> None:
         self.phy = phy
+        self.max_payload_bytes = max_payload_bytes
         self._bursts: dict[int, bytes] = {}
 
     @classmethod
     def open(cls, settings: BearerSettings) -> SimBearer:
-        return cls(settings.phy)
+        return cls(settings.phy, settings.max_payload_bytes)
 
     def modulate(self, envelope: Envelope, payload: bytes) -> ComplexArray:
         return modulate_payload(payload, Modulation.parse(envelope.modulation), envelope.batch_id, self.phy)
@@ -56,9 +57,21 @@ class SimBearer(Bearer):
         self._bursts.pop(batch_id, None)
 
     def receive(self, envelope: Envelope, frame: memoryview, notify: Notify) -> Received:
+        check_announced(envelope, self.max_payload_bytes)
         if len(frame) % 8:
             raise SizeMismatch(f"sample frame of {len(frame)} bytes is not a whole number of complex64")
         return demodulated(np.frombuffer(frame, dtype=np.complex64), envelope, self.phy)
+
+
+def check_announced(envelope: Envelope, max_payload_bytes: int) -> None:
+    """Refuse an envelope whose announced payload exceeds the limit, before any buffer exists.
+
+    ``demodulated`` allocates the announced size when nothing was decodable.
+    """
+    size = envelope.payload_size
+    if size > max_payload_bytes:
+        raise OversizeMessage(f"batch {envelope.batch_id} announces {size} payload bytes, "
+                              f"limit {max_payload_bytes}")
 
 
 def demodulated(samples: ComplexArray, envelope: Envelope, phy: PhyConfig) -> Received:

@@ -1,7 +1,9 @@
 """ZeroMQ: the wires between the daemons (TX's DEALER, RX's ROUTER) and the plain bytes bearer.
 
 pyzmq's errors stop here: a send that cannot be queued becomes ``Unreachable``. Sockets
-get LINGER 0 so a daemon never hangs at exit on undeliverable messages (zguide).
+get LINGER 0 so a daemon never hangs at exit on undeliverable messages (zguide). Both wires
+take a ``SecurityConfig`` (``common.transport.security``): CURVE with ZAP, set before the
+socket binds or connects.
 """
 
 from __future__ import annotations
@@ -11,11 +13,16 @@ from typing import ClassVar
 
 import zmq
 
+from common.clock import monotonic_ns
 from common.errors import Unreachable
 from common.transport.base import Bearer, Notify, Received, Sent, Transport, Wire, send_frames
-from common.wire.messages import Envelope
+from common.transport.security import SecurityConfig, ServerSecurity, secure_client, secure_server
+from common.wire.messages import MAX_REPLY_BYTES, Envelope
 
 Context = zmq.Context[zmq.Socket[bytes]]
+
+#: A TCP connect that has not completed in this time is abandoned and retried by zmq.
+CONNECT_TIMEOUT_MS = 2000
 
 
 def make_socket(ctx: Context, kind: int, *, max_msg: int | None = None) -> zmq.Socket[bytes]:
@@ -42,17 +49,31 @@ class ZmqBearer(Bearer):
 class DealerWire:
     """TX's end: a DEALER connected to RX that refuses to queue for an absent peer."""
 
-    def __init__(self, ctx: Context, endpoint: str) -> None:
+    def __init__(self, ctx: Context, endpoint: str, security: SecurityConfig | None = None) -> None:
         self._ctx = ctx
         self.endpoint = endpoint
+        self.security = security or SecurityConfig()
+        #: When the current socket was built (monotonic ns): a fresh one needs time to connect.
+        self.built_ns = 0
         self.socket = self._connect()
 
     def _connect(self) -> zmq.Socket[bytes]:
-        sock = make_socket(self._ctx, zmq.DEALER)
+        # Replies are small (a report carries one byte per test vector): anything far larger
+        # is dropped by zmq before TX allocates it.
+        sock = make_socket(self._ctx, zmq.DEALER, max_msg=2 * MAX_REPLY_BYTES)
         # With IMMEDIATE a send to a peer that is not connected fails at once and the batch
         # stays ours, instead of vanishing into a pipe to a dead receiver.
         sock.setsockopt(zmq.IMMEDIATE, 1)
-        sock.connect(self.endpoint)
+        # Give up a TCP connect that hangs (SYNs lost in an outage) and let zmq retry at once,
+        # instead of waiting out the kernel's SYN backoff (up to a minute and more).
+        sock.setsockopt(zmq.CONNECT_TIMEOUT, CONNECT_TIMEOUT_MS)
+        try:
+            secure_client(sock, self.security, endpoint=self.endpoint)
+            sock.connect(self.endpoint)
+        except BaseException:
+            sock.close(0)
+            raise
+        self.built_ns = monotonic_ns()
         return sock
 
     def send(self, frames: Sequence[bytes | memoryview]) -> None:
@@ -60,6 +81,8 @@ class DealerWire:
             self.socket.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
         except zmq.Again:
             raise Unreachable(f"no receiver connected at {self.endpoint}") from None
+        except zmq.ZMQError as exc:
+            raise Unreachable(f"send to {self.endpoint} failed: {exc}") from exc
 
     def recv(self) -> list[bytes] | None:
         """One waiting message, or None."""
@@ -67,6 +90,8 @@ class DealerWire:
             return self.socket.recv_multipart(flags=zmq.NOBLOCK)
         except zmq.Again:
             return None
+        except zmq.ZMQError as exc:
+            raise Unreachable(f"receive from {self.endpoint} failed: {exc}") from exc
 
     def rebuild(self) -> zmq.Socket[bytes]:
         """A fresh socket (Lazy Pirate): the old one may hold a pipe to a dead peer."""
@@ -81,10 +106,22 @@ class DealerWire:
 class RouterWire:
     """RX's end: a ROUTER bound for any number of senders, with a message-size backstop."""
 
-    def __init__(self, ctx: Context, bind: str, *, max_msg: int | None = None) -> None:
+    def __init__(self, ctx: Context, bind: str, *, max_msg: int | None = None,
+                 security: SecurityConfig | None = None, domain: str = "data") -> None:
         self.socket = make_socket(ctx, zmq.ROUTER, max_msg=max_msg)
-        self.socket.bind(bind)
+        self.guard: ServerSecurity | None = None
+        try:
+            self.guard = secure_server(self.socket, security or SecurityConfig(), endpoint=bind, domain=domain)
+            self.socket.bind(bind)
+        except BaseException:
+            self.close()
+            raise
         self.endpoint = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
+
+    @property
+    def refused(self) -> int:
+        """Clients whose key the allow-list refused."""
+        return 0 if self.guard is None else self.guard.refused
 
     def poll(self, timeout_ms: int) -> bool:
         return bool(self.socket.poll(timeout_ms))
@@ -99,6 +136,11 @@ class RouterWire:
             self.socket.send_multipart([peer, frame], flags=zmq.NOBLOCK)
         except zmq.Again:
             raise Unreachable("peer gone or its send queue is full") from None
+        except zmq.ZMQError as exc:
+            raise Unreachable(f"reply failed: {exc}") from exc
 
     def close(self) -> None:
         self.socket.close(0)
+        if self.guard is not None:
+            self.guard.release()
+            self.guard = None

@@ -19,6 +19,9 @@ from common.wire import payload
 
 #: Upper bound on any metadata frame; checked before unpacking.
 MAX_META_BYTES = 64 * 1024
+#: Upper bound on a reply frame: a report carries one prediction byte per test vector (t <= 65535)
+#: beside its metadata, so a legal report of any t fits.
+MAX_REPLY_BYTES = MAX_META_BYTES + payload.MAX_COUNT
 PROTOCOL = 1
 
 KIND_HELLO = "hello"
@@ -29,6 +32,8 @@ KIND_CLOCK_PROBE = "clock_probe"
 KIND_CLOCK_REPLY = "clock_reply"
 #: RX to TX: "my radio is capturing now, transmit batch ``batch_id``" (transport pluto).
 KIND_AIR_READY = "air_ready"
+#: TX to RX: forget carried-over adapters (``semalign ctl reset-adapter``); RX answers in kind.
+KIND_ADAPT_RESET = "adapt_reset"
 
 
 def _pack(obj: Mapping[str, Any]) -> bytes:
@@ -38,14 +43,14 @@ def _pack(obj: Mapping[str, Any]) -> bytes:
     return out
 
 
-def unpack(frame: bytes | memoryview) -> dict[str, Any]:
-    """Decode one metadata frame into a dict, bounded in size and depth."""
-    if len(frame) > MAX_META_BYTES:
-        raise EnvelopeError(f"metadata frame is {len(frame)} bytes, limit {MAX_META_BYTES}")
+def unpack(frame: bytes | memoryview, limit: int = MAX_META_BYTES) -> dict[str, Any]:
+    """Decode one metadata frame (at most ``limit`` bytes) into a dict, bounded in size and depth."""
+    if len(frame) > limit:
+        raise EnvelopeError(f"metadata frame is {len(frame)} bytes, limit {limit}")
     try:
         obj = msgpack.unpackb(
             bytes(frame), raw=False, strict_map_key=True,
-            max_bin_len=MAX_META_BYTES, max_str_len=MAX_META_BYTES,
+            max_bin_len=limit, max_str_len=limit,
             max_array_len=4096, max_map_len=256,
         )
     except (ValueError, msgpack.UnpackException, TypeError) as exc:
@@ -115,6 +120,8 @@ class Envelope:
     transport: str = "zmq"
     sync: dict[str, Any] | None = None  # TX's SyncState
     offset: dict[str, Any] | None = None  # TX's latest estimate of RX clock minus TX clock
+    #: TX's run id (one per daemon start): tells a restarted TX's batch 0 from the last run's.
+    run: str | None = None
 
     def encode(self) -> bytes:
         return _pack({"v": PROTOCOL, "kind": KIND_BATCH, **vars(self)})
@@ -153,6 +160,7 @@ class Envelope:
             transport=_get(obj, "transport", str),
             sync=_get(obj, "sync", dict, optional=True),
             offset=_get(obj, "offset", dict, optional=True),
+            run=_get(obj, "run", str, optional=True),
         )
 
 
@@ -266,12 +274,36 @@ def encode_air_ready(batch_id: int, attempt: int) -> bytes:
     return AirReady(batch_id, attempt).encode()
 
 
-Reply = Hello | Report | ErrorReply | ClockReply | AirReady
+@dataclass(frozen=True)
+class AdaptReset:
+    """TX to RX: reset the adapters carried over for ``alpha`` (all if None), from the next batch.
+
+    RX answers with the same kind, ``reset`` listing the alphas whose adapter it forgot.
+    """
+
+    alpha: int | None = None
+    reset: list[int] | None = None
+
+    def encode(self) -> bytes:
+        return _pack({"v": PROTOCOL, "kind": KIND_ADAPT_RESET, **vars(self)})
+
+    @classmethod
+    def decode(cls, obj: Mapping[str, Any]) -> AdaptReset:
+        alpha = _get(obj, "alpha", int, optional=True)
+        if alpha is not None and not 1 <= alpha <= 0xFFFF:
+            raise EnvelopeError(f"field 'alpha'={alpha} outside [1, 65535]")
+        reset = _get(obj, "reset", list, optional=True)
+        if reset is not None and not all(isinstance(a, int) and not isinstance(a, bool) for a in reset):
+            raise EnvelopeError("field 'reset' must be a list of alphas")
+        return cls(alpha=alpha, reset=reset)
+
+
+Reply = Hello | Report | ErrorReply | ClockReply | AirReady | AdaptReset
 
 
 def decode_reply(frame: bytes | memoryview) -> Reply:
     """Decode a frame RX sent back to TX into its typed message; ``EnvelopeError`` otherwise."""
-    obj = unpack(frame)
+    obj = unpack(frame, MAX_REPLY_BYTES)
     kind = obj.get("kind")
     if kind == KIND_CLOCK_REPLY:
         return ClockReply.from_dict(clock_body(obj))  # BadSyncMessage is an EnvelopeError
@@ -283,4 +315,6 @@ def decode_reply(frame: bytes | memoryview) -> Reply:
         return ErrorReply.decode(obj)
     if kind == KIND_HELLO:
         return Hello.decode(obj)
+    if kind == KIND_ADAPT_RESET:
+        return AdaptReset.decode(obj)
     raise EnvelopeError(f"unexpected reply kind {kind!r}")

@@ -14,7 +14,7 @@ Layout (all integers little-endian)::
       kind       u8   0 = test, 1 = train
       label      u8   class label for training vectors; 0xFF for test vectors
       index      u16  position of the vector among those of its kind (0, 1, ...)
-      values     alpha values of the value type (s bytes each)
+      values     alpha values of the value type (s bytes each: float32 4, float16 2, int8 1)
 
 A payload of t test and n training vectors is exactly ``H + (t + n) * (h + s * alpha)``
 bytes, so ``N_max = floor((B_max - H - t*(h + s*alpha)) / (h + s*alpha))``.
@@ -39,6 +39,7 @@ from common.errors import (
     BadVector,
     BadVersion,
     BudgetError,
+    EmptyPayload,
     LabelOutOfRange,
     NonFiniteValue,
     SizeMismatch,
@@ -64,18 +65,23 @@ MAX_COUNT = 0xFFFF
 
 
 class ValueType(enum.IntEnum):
-    """Type of each value; ``s`` in the paper's formula is its size in bytes."""
+    """Type of each value; ``s`` in the paper's formula is its size in bytes.
+
+    ``INT8`` values are PCA coefficients quantised with per-component steps both sides derive
+    from the bundle (``PCACodec.quantise``/``decode``), so no scale travels and ``s`` = 1.
+    """
 
     FLOAT32 = 1
     FLOAT16 = 2
+    INT8 = 3
 
     @property
     def size(self) -> int:
-        return 4 if self is ValueType.FLOAT32 else 2
+        return _SIZES[self]
 
     @property
-    def dtype(self) -> np.dtype[np.floating]:
-        return np.dtype("<f4") if self is ValueType.FLOAT32 else np.dtype("<f2")
+    def dtype(self) -> np.dtype[Any]:
+        return np.dtype(_DTYPES[self])
 
     @classmethod
     def parse(cls, name: str | ValueType) -> ValueType:
@@ -86,9 +92,12 @@ class ValueType(enum.IntEnum):
         except KeyError:
             from common.errors import ConfigError
 
-            raise ConfigError(
-                f"unknown value type {name!r}: expected float32 or float16"
-            ) from None
+            names = ", ".join(v.name.lower() for v in cls)
+            raise ConfigError(f"unknown value type {name!r}: expected one of {names}") from None
+
+
+_SIZES = {ValueType.FLOAT32: 4, ValueType.FLOAT16: 2, ValueType.INT8: 1}
+_DTYPES = {ValueType.FLOAT32: "<f4", ValueType.FLOAT16: "<f2", ValueType.INT8: "i1"}
 
 
 def vector_size(alpha: int, value_type: ValueType = ValueType.FLOAT32) -> int:
@@ -168,11 +177,14 @@ def _expected_heads(t: int, n: int) -> tuple[npt.NDArray[np.uint32], npt.NDArray
 
 def _as_rows(values: npt.NDArray[Any], value_type: ValueType) -> npt.NDArray[np.void]:
     """[k, alpha] values -> [k] opaque rows of the wire's value type (converted if needed)."""
+    if value_type is ValueType.INT8 and values.dtype != np.int8:
+        # A float cast to int8 would wrap silently; quantising needs the bundle's steps.
+        raise ValueError(f"int8 payload values must be int8 (PCACodec.quantise), got {values.dtype}")
     rows = np.ascontiguousarray(values, dtype=value_type.dtype)
     return rows.view(_opaque(value_type.size * rows.shape[1])).reshape(rows.shape[0])
 
 
-def _all_finite(buf: bytes | memoryview, header: Header, values: npt.NDArray[np.floating]) -> bool:
+def _all_finite(buf: bytes | memoryview, header: Header, values: npt.NDArray[Any]) -> bool:
     """True when no value is NaN or infinite.
 
     Fast path for float32: one BLAS dot product of the whole record area with itself. A NaN
@@ -180,7 +192,7 @@ def _all_finite(buf: bytes | memoryview, header: Header, values: npt.NDArray[np.
     non-finite result can also come from overflow, or from vector headers that read as huge
     floats (indices of about 24000 and more), so that case is settled exactly on the values.
     """
-    if values.size == 0:
+    if values.size == 0 or header.value_type is ValueType.INT8:  # every int8 code is a value
         return True
     if header.value_type is ValueType.FLOAT32:
         area = np.frombuffer(buf, dtype="<f4", offset=FILE_HEADER_SIZE)
@@ -211,7 +223,7 @@ class Payload:
     """A parsed payload. Arrays are read-only views into the received buffer where possible."""
 
     header: Header
-    values: npt.NDArray[np.floating]  # [t + n, alpha] value_type, test vectors first
+    values: npt.NDArray[Any]  # [t + n, alpha] value_type, test vectors first (int8: quantised)
     train_labels: npt.NDArray[np.uint8]  # [n]
 
     @property
@@ -219,11 +231,11 @@ class Payload:
         return self.header.alpha
 
     @property
-    def test(self) -> npt.NDArray[np.floating]:
+    def test(self) -> npt.NDArray[Any]:
         return self.values[: self.header.t]
 
     @property
-    def train(self) -> npt.NDArray[np.floating]:
+    def train(self) -> npt.NDArray[Any]:
         return self.values[self.header.t :]
 
 
@@ -247,6 +259,9 @@ def build(
         raise ValueError(f"train_labels must have shape ({n},), got {labels.shape}")
     if not 1 <= alpha <= MAX_COUNT or t > MAX_COUNT or n > MAX_COUNT:
         raise ValueError(f"alpha={alpha}, t={t}, n={n} exceed the header's u16 fields")
+    if t + n == 0:
+        # A receiver refuses such a payload (EmptyPayload): nothing is worth sending.
+        raise BudgetError("nothing to send: t = n = 0")
     if n and (np.minimum.reduce(labels) < 0 or np.maximum.reduce(labels) >= NO_LABEL):
         raise ValueError("training labels must be in [0, 254]")
 
@@ -278,6 +293,12 @@ def parse_header(buf: bytes | memoryview) -> Header:
             f"value type {vtype}, expected one of {[int(v) for v in ValueType]}"
         ) from None
     return Header(version, value_type, alpha, t, n)
+
+
+def _check_not_empty(header: Header) -> None:
+    # Zero records would also make the strided views below ill-formed.
+    if header.t + header.n == 0:
+        raise EmptyPayload("the header announces t = n = 0: a payload carries at least one vector")
 
 
 def _check_records(records: np.ndarray, t: int, n: int, num_classes: int, keep: npt.NDArray[np.bool_] | None) -> None:
@@ -331,6 +352,7 @@ def parse_partial(
     """
     if not 1 <= sent.alpha <= max_alpha:
         raise AlphaOutOfRange(f"alpha={sent.alpha}, this receiver's bundle allows 1..{max_alpha}")
+    _check_not_empty(sent)
     if len(buf) != sent.size or valid.shape != (len(buf),):
         raise SizeMismatch(
             f"announced t={sent.t}, n={sent.n}, alpha={sent.alpha} ({sent.size} bytes) but "
@@ -346,7 +368,7 @@ def parse_partial(
     records = np.frombuffer(buf, dtype=_record_dtype(sent.alpha, sent.value_type), offset=FILE_HEADER_SIZE)
     _check_records(records, sent.t, sent.n, num_classes, keep)
     values = records["values"][keep]
-    if not np.isfinite(values).all():
+    if sent.value_type is not ValueType.INT8 and not np.isfinite(values).all():
         raise NonFiniteValue("payload holds NaN or infinite values")
     keep_test, keep_train = keep[: sent.t], keep[sent.t :]
     header = Header(sent.version, sent.value_type, sent.alpha, int(keep_test.sum()), int(keep_train.sum()))
@@ -372,6 +394,7 @@ def parse(
     header = parse_header(buf)
     if not 1 <= header.alpha <= max_alpha:
         raise AlphaOutOfRange(f"alpha={header.alpha}, this receiver's bundle allows 1..{max_alpha}")
+    _check_not_empty(header)
     if len(buf) != header.size:
         raise SizeMismatch(
             f"header announces t={header.t}, n={header.n}, alpha={header.alpha} "
@@ -390,7 +413,7 @@ def parse(
         raise LabelOutOfRange(
             f"training label {int(np.maximum.reduce(train_labels))} is out of range for {num_classes} classes"
         )
-    values: npt.NDArray[np.floating] = np.ndarray(
+    values: npt.NDArray[Any] = np.ndarray(
         (t + n, header.alpha), dtype=header.value_type.dtype, buffer=buf,
         offset=FILE_HEADER_SIZE + VECTOR_HEADER_SIZE, strides=(row, s),
     )

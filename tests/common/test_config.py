@@ -40,7 +40,9 @@ def test_nested_adapt_section(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", sorted(p.name for p in DEPLOY.glob("*.yaml")))
 def test_shipped_configs_load(name: str) -> None:
-    cls = TxConfig if name.startswith("tx") else RxConfig
+    from tx.ctl import CtlConfig
+
+    cls = {"tx": TxConfig, "ctl": CtlConfig}.get(name.split("-")[0].split(".")[0], RxConfig)
     load_config(cls, DEPLOY / name)
 
 
@@ -166,7 +168,7 @@ TX_BAD = [
     ("link_policy: amc\n", "expected transport sim or pluto, got zmq"),
     ("transport: pluto\n", "needs a pluto section"),
     ("dataset: emnist\n", "dataset: expected one of digits, mnist, fashion-mnist, got 'emnist'"),
-    ("value_type: int8\n", "value_type: expected one of float32, float16, got 'int8'"),
+    ("value_type: int4\n", "value_type: expected one of float32, float16, int8, got 'int4'"),
     ("pluto: {uri: ip:1.2.3.4, tx_lo_hz: 1}\n", "pluto: PlutoConfig.tx_lo_hz must be in"),
 ]
 

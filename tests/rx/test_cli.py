@@ -10,6 +10,7 @@ from pathlib import Path
 from common.config import config_parser, parse_config
 from common.ml.config import AdaptConfig, AdaptMode
 from common.radio.pluto import PlutoConfig
+from common.transport.security import SecurityConfig
 from rx.cli import ALIASES
 from rx.config import RxConfig
 
@@ -20,9 +21,10 @@ def parse(argv: list[str]) -> RxConfig:
 
 def test_every_key_is_a_flag() -> None:
     options = config_parser(RxConfig, "semalign rx", "", aliases=ALIASES)._option_string_actions
-    keys = [f.name for f in dataclasses.fields(RxConfig) if f.name not in ("adapt", "pluto")]
+    keys = [f.name for f in dataclasses.fields(RxConfig) if f.name not in ("adapt", "pluto", "security")]
     keys += [f"adapt-{f.name}" for f in dataclasses.fields(AdaptConfig)]
     keys += [f"pluto-{f.name}" for f in dataclasses.fields(PlutoConfig)]
+    keys += [f"security-{f.name}" for f in dataclasses.fields(SecurityConfig)]
     assert [k for k in keys if "--" + k.replace("_", "-") not in options] == []
 
 

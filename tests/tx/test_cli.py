@@ -25,9 +25,12 @@ def parse(argv: list[str]) -> TxConfig:
 
 def test_every_key_is_a_flag() -> None:
     options = config_parser(TxConfig, "semalign tx", "", aliases=ALIASES)._option_string_actions
-    keys = [f.name for f in dataclasses.fields(TxConfig) if f.name != "pluto"]
-    keys += [f"pluto-{f.name}" for f in dataclasses.fields(PlutoConfig)]
-    assert typing.get_type_hints(TxConfig)["pluto"] == PlutoConfig | None
+    hints = typing.get_type_hints(TxConfig)
+    assert hints["pluto"] == PlutoConfig | None
+    sections = {"pluto": PlutoConfig} | {f.name: hints[f.name] for f in dataclasses.fields(TxConfig)
+                                         if dataclasses.is_dataclass(hints[f.name])}
+    keys = [f.name for f in dataclasses.fields(TxConfig) if f.name not in sections]
+    keys += [f"{name}-{f.name}" for name, cls in sections.items() for f in dataclasses.fields(cls)]
     missing = [k for k in keys if "--" + k.replace("_", "-") not in options]
     assert missing == []
 

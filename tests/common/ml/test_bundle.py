@@ -19,6 +19,7 @@ from common.ml.bundle import (
     DATA_FILES,
     MEAN_FILE,
     META_FILE,
+    SCALE_FILE,
     WEIGHTS_FILE,
     Bundle,
     PretrainConfig,
@@ -62,7 +63,8 @@ def test_load_gives_codec_meta_hash_and_path(digits_bundle_dir: Path, digits_bun
     assert digits_bundle.path == digits_bundle_dir
     assert digits_bundle.dims == digits_bundle.codec.dims == digits_bundle.meta.pretrain["dims"]
     assert digits_bundle.codec.input_dim == digits_bundle.meta.input_dim == 64
-    assert set(digits_bundle.meta.files) == set(DATA_FILES)
+    assert set(digits_bundle.meta.files) == {*DATA_FILES, SCALE_FILE}
+    assert digits_bundle.codec.scale is not None and digits_bundle.codec.scale.shape == (digits_bundle.dims,)
 
 
 def test_bundle_module_never_loads_torch() -> None:

@@ -230,3 +230,24 @@ def test_handler_refuses_a_transport_it_has_no_bearer_for(twin) -> None:  # type
     reply = messages.decode_reply(handled.reply)
     assert isinstance(reply, messages.ErrorReply) and reply.code == EnvelopeError.code
     assert handler.counters["envelope"] == 1
+
+
+@pytest.mark.parametrize("labelling", ["gray", "3gpp"])
+def test_rx_follows_the_labelling_each_frame_header_names(labelling: str) -> None:
+    body = _payload(t=4, n=30, alpha=8)
+    env = _envelope(body, 4, 30, 8, Transport.SIM).replace(modulation="256qam")
+    tx, rx = memory_pair()
+    sent = SimBearer(PhyConfig(labelling=labelling)).send(tx, env, body)
+    frames = rx.recv()
+    assert frames is not None
+    got = SimBearer(PhyConfig()).receive(sent.envelope, memoryview(frames[1]), rx.send)
+    assert got.valid is not None and got.valid.all() and bytes(got.payload) == body
+
+
+def test_tx_config_labelling_reaches_the_bearer() -> None:
+    from common.errors import ConfigError
+    from tx.config import TxConfig
+
+    assert TxConfig(transport="sim", labelling="3gpp").labelling == "3gpp"
+    with pytest.raises(ConfigError, match="labelling"):
+        TxConfig(labelling="ascii")

@@ -18,6 +18,9 @@ def make(t: int = 3, n: int = 5, alpha: int = ALPHA, seed: int = 0,
     rng = np.random.default_rng(seed)
     test = rng.standard_normal((t, alpha)).astype(np.float32)
     train = rng.standard_normal((n, alpha)).astype(np.float32)
+    if value_type is wire.ValueType.INT8:  # int8 values are codes; the codec quantises them
+        test = rng.integers(-128, 128, (t, alpha)).astype(np.int8)
+        train = rng.integers(-128, 128, (n, alpha)).astype(np.int8)
     labels = rng.integers(0, CLASSES, n)
     return wire.build(test, train, labels, value_type), test, train, labels
 
@@ -30,7 +33,7 @@ def test_round_trip(value_type: wire.ValueType, t: int, n: int, alpha: int) -> N
     assert len(buf) == 8 + (t + n) * (4 + value_type.size * alpha)
     got = wire.parse(buf, max_alpha=alpha, num_classes=CLASSES)
     assert (got.header.t, got.header.n, got.alpha) == (t, n, alpha)
-    tol = 0 if value_type is wire.ValueType.FLOAT32 else 2e-3
+    tol = 2e-3 if value_type is wire.ValueType.FLOAT16 else 0
     np.testing.assert_allclose(got.test, test, atol=tol * 10, rtol=tol)
     np.testing.assert_allclose(got.train, train, atol=tol * 10, rtol=tol)
     np.testing.assert_array_equal(got.train_labels, labels)
@@ -165,3 +168,58 @@ def test_partial_still_validates_kept_vectors() -> None:
         wire.parse_partial(buf, valid, _sent(), max_alpha=ALPHA, num_classes=CLASSES)
     valid[FIRST_TRAIN] = False  # that vector is dropped, so the rest passes
     assert wire.parse_partial(buf, valid, _sent(), max_alpha=ALPHA, num_classes=CLASSES).vectors_lost == 1
+
+
+@pytest.mark.parametrize("value_type", list(wire.ValueType))
+@pytest.mark.parametrize(("b_max", "t", "alpha"), [(40000, 50, 40), (30000, 50, 30), (500000, 100, 200), (700, 3, 5)])
+def test_n_max_exact_for_every_value_type(value_type: wire.ValueType, b_max: int, t: int, alpha: int) -> None:
+    n = wire.n_max(b_max, t, alpha, value_type)
+    per = 4 + value_type.size * alpha
+    assert n == min((b_max - 8 - t * per) // per, wire.MAX_COUNT)
+    buf, *_ = make(t, n, alpha, value_type=value_type)
+    assert len(buf) <= b_max < len(buf) + per
+
+
+def test_int8_fits_more_than_three_and_a_half_times_float32_at_alpha_40() -> None:
+    f32 = wire.n_max(40000, 50, 40, wire.ValueType.FLOAT32)
+    i8 = wire.n_max(40000, 50, 40, wire.ValueType.INT8)
+    assert (f32, i8) == (193, 858)
+    assert i8 >= 3.5 * f32
+
+
+def test_int8_refuses_float_values() -> None:
+    with pytest.raises(ValueError, match="int8"):
+        wire.build(np.zeros((1, 3), np.float32), np.zeros((0, 3), np.float32), np.zeros(0, int), wire.ValueType.INT8)
+
+
+INT8_GOOD, *_ = make(value_type=wire.ValueType.INT8)
+INT8_VEC = wire.vector_size(ALPHA, wire.ValueType.INT8)
+INT8_MALFORMED = [
+    ("truncated", INT8_GOOD[:-1], errors.SizeMismatch),
+    ("read as float32", _corrupt(INT8_GOOD, 1, "<B", (1 << 4) | 1), errors.SizeMismatch),
+    ("n inflated", _corrupt(INT8_GOOD, 6, "<H", 6), errors.SizeMismatch),
+    ("label out of range", _corrupt(INT8_GOOD, 8 + 3 * INT8_VEC + 1, "<B", CLASSES), errors.LabelOutOfRange),
+    ("index out of order", _corrupt(INT8_GOOD, 8 + 2, "<H", 9), errors.BadVector),
+]
+
+
+@pytest.mark.parametrize(("name", "buf", "error"), INT8_MALFORMED, ids=[m[0] for m in INT8_MALFORMED])
+def test_int8_malformed_rejected(name: str, buf: bytes, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        wire.parse(buf, max_alpha=ALPHA + 10, num_classes=CLASSES)
+
+
+@pytest.mark.parametrize("value_type", list(wire.ValueType))
+def test_partial_for_every_value_type(value_type: wire.ValueType) -> None:
+    buf, test, _, labels = make(value_type=value_type)
+    sent = wire.Header(wire.VERSION, value_type, ALPHA, 3, 5)
+    valid = np.ones(len(buf), bool)
+    vec = wire.vector_size(ALPHA, value_type)
+    valid[8 + 1 * vec + 2] = False  # test vector 1
+    valid[8 + 4 * vec + 5] = False  # training vector 1
+    got = wire.parse_partial(buf, valid, sent, max_alpha=ALPHA, num_classes=CLASSES)
+    assert got.vectors_lost == 2
+    np.testing.assert_array_equal(got.test_index, [0, 2])
+    tol = 2e-3 if value_type is wire.ValueType.FLOAT16 else 0
+    np.testing.assert_allclose(got.payload.test.astype(np.float64), test[[0, 2]].astype(np.float64), atol=tol * 10)
+    np.testing.assert_array_equal(got.payload.train_labels, labels[[0, 2, 3, 4]])

@@ -42,15 +42,36 @@ def test_header_table_offsets_match_struct() -> None:
     assert sum(int(r[1]) for r in rows) == wire.FILE_HEADER.size
 
 
-@pytest.mark.parametrize("row", re.findall(r"^\| (\d+) \| (\d+) \| (\d+) \| (\d+) \|$", DOC, re.M))
-def test_n_max_examples(row: tuple[str, str, str, str]) -> None:
-    b_max, t, alpha, expected = map(int, row)
-    assert wire.n_max(b_max, t, alpha) == expected
+def _n_max_rows() -> list[tuple[str, int, int, int, int]]:
+    rows = []
+    for table in re.findall(r"^\| B_max \| t \| alpha \| N_max (\w+) \|\n\|[-|]+\|\n((?:\|.*\|\n)+)", DOC, re.M):
+        name, body = table
+        for line in re.findall(r"^\| (\d+) \| (\d+) \| (\d+) \| (\d+) \|$", body, re.M):
+            rows.append((name, *map(int, line)))
+    return rows
 
 
-def test_worked_example_bytes() -> None:
-    hexline = DOC.split("### Worked example", 1)[1].split("```", 2)[1].strip()
-    built = wire.build(
-        np.array([[0.5, -1.0]], np.float32), np.array([[1.0, 2.0]], np.float32), np.array([7])
-    )
-    assert built == bytes.fromhex(hexline)
+def test_every_value_type_has_n_max_examples() -> None:
+    assert {r[0] for r in _n_max_rows()} == {"float32", "int8"}
+
+
+@pytest.mark.parametrize("row", _n_max_rows())
+def test_n_max_examples(row: tuple[str, int, int, int, int]) -> None:
+    name, b_max, t, alpha, expected = row
+    assert wire.n_max(b_max, t, alpha, wire.ValueType.parse(name)) == expected
+
+
+def _worked(index: int) -> bytes:
+    block = DOC.split("### Worked example", 1)[1].split("###", 1)[0]
+    return bytes.fromhex(block.split("```")[2 * index + 1].strip())
+
+
+@pytest.mark.parametrize(("index", "value_type", "test", "train"), [
+    (0, wire.ValueType.FLOAT32, np.array([[0.5, -1.0]], np.float32), np.array([[1.0, 2.0]], np.float32)),
+    (1, wire.ValueType.FLOAT16, np.array([[0.5, -1.0]], np.float16), np.array([[1.0, 2.0]], np.float16)),
+    (2, wire.ValueType.INT8, np.array([[5, -10]], np.int8), np.array([[127, -127]], np.int8)),
+])
+def test_worked_example_bytes(index: int, value_type: wire.ValueType, test: np.ndarray, train: np.ndarray) -> None:
+    built = wire.build(test, train, np.array([7]), value_type)
+    assert built == _worked(index)
+    assert set(wire.ValueType) == {wire.ValueType.FLOAT32, wire.ValueType.FLOAT16, wire.ValueType.INT8}

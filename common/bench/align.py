@@ -1,0 +1,411 @@
+"""``semalign bench align``: streams of batches per scenario and alignment policy, scored on the test stream.
+
+A scenario is an alpha, a sensor shift at TX and a value type; a policy is ``none``,
+``reset`` (today's budget), ``reset-strong``, ``continual``, ``bank``, ``auto`` or ``e2e``.
+Each (scenario, policy, seed) cell streams batches through the daemons' batch path
+(``LoopbackLink``) and scores the receiver's model after every batch on the whole evaluation
+split, shifted and encoded as TX would. Cells run in joblib processes, or on a Dask cluster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import statistics
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+import zmq
+
+from common.bench.paper import LoopbackLink, int_list, sources
+from common.bench.report import machine, mean_std, write_csv
+from common.data.spec import DATASET_NAMES, LINK_DEFAULTS, Dataset, load_dataset
+from common.errors import BenchError
+from common.ml.adapt import AdaptConfig, AdaptMode
+from common.ml.bundle import Bundle, load_bundle
+from common.ml.config import AlignPolicy
+from common.ml.pretrain import ensure_bundle
+from common.modulation import Modulation, byte_budget
+from common.wire import payload as wire
+from rx.pipeline import Receiver
+from tx.plan import LinkPlan
+from tx.shift import Shift
+
+POLICIES = ("none", "reset", "reset-strong", "continual", "bank", "auto", "e2e")
+#: e2e retrains from scratch on every batch, so its accuracy does not depend on the batch
+#: index; it runs on this many batches of each stream only (its cost dominates otherwise).
+E2E_BATCHES = 2
+COLUMNS = ("scenario", "policy", "seed", "batch", "alpha", "shift", "value_type", "n_train", "accuracy",
+           "finetune_s", "gate", "action", "split")
+DEFAULT_BANK = (150, 100, 60, 40, 20, 10)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """What TX sends: ``alpha`` coefficients of images under ``shift``, as ``value_type``."""
+
+    alpha: int
+    shift: str = ""
+    value_type: str = "float32"
+
+    @property
+    def name(self) -> str:
+        parts = [f"a{self.alpha}", self.shift or "clean"]
+        if self.value_type != "float32":
+            parts.append(self.value_type)
+        return " ".join(parts)
+
+    @classmethod
+    def parse(cls, text: str) -> Scenario:
+        """``"40"``, ``"40/rotate:40"``, ``"40/rotate:40/int8"`` or ``"40//int8"``."""
+        alpha, _, rest = text.partition("/")
+        shift, _, value_type = rest.partition("/")
+        try:
+            scenario = cls(int(alpha), shift if shift != "clean" else "", value_type or "float32")
+        except ValueError:
+            raise BenchError(f"scenario: expected ALPHA[/SHIFT[/VALUE_TYPE]], got {text!r}") from None
+        Shift(scenario.shift)
+        wire.ValueType.parse(scenario.value_type)
+        return scenario
+
+
+#: The full matrix the issue asks for: clean at the paper's alphas and low alphas, each shift
+#: family at alpha 100 and 40, and the value types at alpha 40.
+FULL_SCENARIOS = (
+    *(f"{a}" for a in (150, 100, 60, 40, 20, 10, 5)),
+    *(f"{a}/{s}" for s in ("rotate:40", "invert", "noise:0.3", "blur:1", "scale:0.8") for a in (100, 40)),
+    "40//float16", "40//int8", "40/rotate:40/int8",
+)
+
+
+@dataclass(frozen=True)
+class Cell:
+    dataset: str
+    data_dir: str | None
+    bundle: str
+    scenario: Scenario
+    policy: str
+    seed: int
+    batches: int
+    split: str
+    eval_images: int | None
+    modulation: str = "64qam"
+    #: AdaptConfig fields overridden for every policy (tuning on the validation split).
+    overrides: tuple[tuple[str, float], ...] = ()
+
+
+def parse_overrides(text: str) -> tuple[tuple[str, float], ...]:
+    """``"continual_lr=5e-4 gate_skip=0.01"`` -> checked (field, number) pairs."""
+    names = {f.name for f in fields(AdaptConfig)}
+    out = []
+    for item in text.split():
+        name, _, value = item.partition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            raise BenchError(f"--adapt-set: expected NAME=NUMBER, got {item!r}") from None
+        if name not in names:
+            raise BenchError(f"--adapt-set: {name!r} is not an AdaptConfig field")
+        out.append((name, number))
+    return tuple(out)
+
+
+def policy_config(policy: str, seed: int, overrides: tuple[tuple[str, float], ...] = ()) -> AdaptConfig:
+    """The receiver's adaptation settings for a policy name of ``POLICIES``."""
+    kinds = {f.name: f.type for f in fields(AdaptConfig)}
+    base = AdaptConfig(seed=seed, **{k: int(v) if kinds[k] in (int, "int") else v  # type: ignore[arg-type]
+                                     for k, v in overrides})
+    if policy == "none":
+        return replace(base, mode=AdaptMode.NONE, policy=AlignPolicy.RESET)
+    if policy == "e2e":
+        return replace(base, mode=AdaptMode.E2E, policy=AlignPolicy.RESET)
+    if policy == "reset":
+        return replace(base, policy=AlignPolicy.RESET)
+    if policy == "reset-strong":
+        return replace(base, policy=AlignPolicy.RESET, epochs=base.strong_epochs, lr=base.strong_lr)
+    if policy in ("continual", "bank", "auto"):
+        return replace(base, policy=AlignPolicy.parse(policy))
+    raise BenchError(f"policy: expected one of {', '.join(POLICIES)}, got {policy!r}")
+
+
+@functools.lru_cache(maxsize=2)
+def _dataset(name: str, data_dir: str | None) -> Dataset:
+    return load_dataset(name, data_dir)
+
+
+@functools.lru_cache(maxsize=2)
+def _bundle(path: str) -> Bundle:
+    return load_bundle(path)
+
+
+def _encoded(bundle: Bundle, images: npt.NDArray[np.float32], alpha: int, value_type: wire.ValueType) -> torch.Tensor:
+    """What RX reconstructs from ``images``: coefficients, quantised if int8, inverse-PCA'd."""
+    coeffs: npt.NDArray[Any] = bundle.codec.encode(images, alpha)
+    if value_type is wire.ValueType.INT8:
+        coeffs = bundle.codec.quantise(coeffs)
+    return torch.from_numpy(bundle.codec.decode(coeffs))
+
+
+def run_cell(cell: Cell) -> list[dict[str, Any]]:
+    """Stream ``cell.batches`` batches; one row per batch, scored on the evaluation split."""
+    torch.set_num_threads(1)
+    dataset, bundle = _dataset(cell.dataset, cell.data_dir), _bundle(cell.bundle)
+    src = sources(dataset, cell.split, cell.eval_images)
+    sc = cell.scenario
+    value_type = wire.ValueType.parse(sc.value_type)
+    link_defaults = LINK_DEFAULTS[cell.dataset]
+    modulation = Modulation.parse(cell.modulation)
+    b_max = byte_budget(modulation, link_defaults.symbols_per_window, link_defaults.code_rate)
+    t = link_defaults.t
+    n = min(wire.n_max(b_max, t, sc.alpha, value_type), len(src.pool.y))
+    plan = LinkPlan(modulation, b_max, sc.alpha, t, n, value_type)
+    # The evaluation images go through the same sensor and encoder as the batches.
+    eval_shift = Shift(sc.shift, seed=10_000 + cell.seed)
+    x_eval = _encoded(bundle, eval_shift.apply_flat(src.evaluation.x, dataset.image_shape), sc.alpha, value_type)
+    shift = Shift(sc.shift, seed=cell.seed)
+    rng = np.random.default_rng(cell.seed)
+    receiver = Receiver(bundle, policy_config(cell.policy, cell.seed, cell.overrides))
+    batches = min(cell.batches, E2E_BATCHES) if cell.policy == "e2e" else cell.batches
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    link = LoopbackLink(ctx, bundle)
+    rows: list[dict[str, Any]] = []
+    try:
+        link.use(receiver)
+        receiver.warm_up()
+        for batch in range(batches):
+            test_idx = rng.choice(len(src.evaluation.y), t, replace=False)
+            train_idx = rng.choice(len(src.pool.y), n, replace=False)
+            images = shift.apply_flat(np.concatenate([src.evaluation.x[test_idx], src.pool.x[train_idx]]),
+                                      dataset.image_shape)
+            sent = link.send(images, t, src.pool.y[train_idx], plan)
+            correct = 0
+            for start in range(0, len(src.evaluation.y), 4096):
+                pred = receiver.adapter.predict(x_eval[start : start + 4096])
+                correct += int((pred == src.evaluation.y[start : start + 4096]).sum())
+            extra = sent.report.extra
+            rows.append({
+                "scenario": sc.name, "policy": cell.policy, "seed": cell.seed, "batch": batch,
+                "alpha": sc.alpha, "shift": str(shift), "value_type": sc.value_type, "n_train": sent.report.n_train,
+                "accuracy": correct / len(src.evaluation.y), "finetune_s": sent.report.latency_finetune_s,
+                "gate": extra.get("gate"), "action": extra.get("align_action"), "split": cell.split,
+            })
+    finally:
+        link.close()
+        ctx.term()
+    return rows
+
+
+def run_cells(cells: Sequence[Cell], *, jobs: int = 1, dask: str | Any | None = None,
+              on_cell: Callable[[list[dict[str, Any]]], None] | None = None) -> list[dict[str, Any]]:
+    """Every cell's rows: in joblib processes (``jobs``), or on the Dask cluster at ``dask``.
+
+    ``on_cell`` sees each cell's rows as it finishes (in completion order), so a long sweep
+    can save what it has measured so far.
+    """
+    done = on_cell or (lambda rows: None)
+    if dask is not None:
+        try:
+            from distributed import Client
+        except ImportError as exc:
+            raise BenchError("--dask needs the dask extra: pip install 'semalign[dask]'") from exc
+        client = Client(dask)  # type: ignore[no-untyped-call]
+        try:
+            futures = client.map(run_cell, list(cells), pure=False)
+            results: list[list[dict[str, Any]]] = client.gather(futures)  # type: ignore[no-untyped-call]
+        finally:
+            client.close()  # type: ignore[no-untyped-call]
+        for rows in results:
+            done(rows)
+    elif jobs == 1:
+        results = []
+        for c in cells:
+            results.append(run_cell(c))
+            done(results[-1])
+    else:
+        from joblib import Parallel, delayed
+
+        results = []
+        for rows in Parallel(n_jobs=jobs, backend="loky", return_as="generator_unordered")(
+                delayed(run_cell)(c) for c in cells):
+            results.append(rows)
+            done(rows)
+    order = {(c.scenario.name, c.policy, c.seed): i for i, c in enumerate(cells)}
+    results.sort(key=lambda rows: order.get((rows[0]["scenario"], rows[0]["policy"], rows[0]["seed"]), 0)
+                 if rows else 0)
+    return [row for rows in results for row in rows]
+
+
+# -- summaries ---------------------------------------------------------------------------
+
+
+def summarise(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One line per (scenario, policy): accuracy at batches 1, 3, 10 and the last, median C."""
+    out = []
+    keys = sorted({(r["scenario"], r["policy"]) for r in rows}, key=lambda k: (k[0], POLICIES.index(k[1])))
+    for scenario, policy in keys:
+        cell = [r for r in rows if r["scenario"] == scenario and r["policy"] == policy]
+        last = max(r["batch"] for r in cell)
+        line: dict[str, Any] = {"scenario": scenario, "policy": policy, "seeds": len({r["seed"] for r in cell}),
+                                "batches": last + 1}
+        for label, b in (("b1", 0), ("b3", 2), ("b10", 9), ("last", last)):
+            mean, std = mean_std(r["accuracy"] for r in cell if r["batch"] == b)
+            line[f"acc_{label}"], line[f"std_{label}"] = mean, std
+        line["acc_mean"] = mean_std(r["accuracy"] for r in cell)[0]
+        line["median_c_ms"] = 1000 * statistics.median(r["finetune_s"] for r in cell)
+        line["n_train"] = cell[0]["n_train"]
+        out.append(line)
+    return out
+
+
+def format_tables(summary: Sequence[dict[str, Any]]) -> str:
+    """A markdown table per scenario (accuracy in %, mean +- std over seeds; C in ms)."""
+    def pct(line: dict[str, Any], label: str) -> str:
+        mean, std = line[f"acc_{label}"], line[f"std_{label}"]
+        return "-" if mean != mean else f"{100 * mean:.2f} ± {100 * std:.2f}"
+
+    blocks = []
+    for scenario in dict.fromkeys(s["scenario"] for s in summary):
+        lines = [s for s in summary if s["scenario"] == scenario]
+        head = (f"**{scenario}** (N = {lines[0]['n_train']} training vectors per batch)\n\n"
+                "| policy | batch 1 | batch 3 | batch 10 | last batch | median C ms |\n|---|---|---|---|---|---|")
+        body = [f"| {s['policy']} | {pct(s, 'b1')} | {pct(s, 'b3')} | {pct(s, 'b10')} | {pct(s, 'last')} "
+                f"| {s['median_c_ms']:.1f} |" for s in lines]
+        blocks.append("\n".join([head, *body]))
+    return "\n\n".join(blocks)
+
+
+def plot(rows: Sequence[dict[str, Any]], out: Path) -> list[Path]:
+    """Per scenario: accuracy vs batch index and C per batch, one line per policy (seed mean)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for scenario in dict.fromkeys(r["scenario"] for r in rows):
+        fig, (ax_acc, ax_c) = plt.subplots(1, 2, figsize=(11, 4))
+        for policy in POLICIES:
+            cell = [r for r in rows if r["scenario"] == scenario and r["policy"] == policy]
+            if not cell:
+                continue
+            batches = sorted({r["batch"] for r in cell})
+            acc = [100 * np.mean([r["accuracy"] for r in cell if r["batch"] == b]) for b in batches]
+            c = [1000 * np.mean([r["finetune_s"] for r in cell if r["batch"] == b]) for b in batches]
+            ax_acc.plot([b + 1 for b in batches], acc, marker="o", label=policy)
+            ax_c.plot([b + 1 for b in batches], c, marker="o", label=policy)
+        ax_acc.set(xlabel="batch", ylabel="accuracy on the evaluation split (%)", title=f"{scenario}: accuracy")
+        ax_c.set(xlabel="batch", ylabel="C: fine-tuning time (ms)", title=f"{scenario}: C per batch", yscale="log")
+        ax_acc.legend(fontsize=8)
+        fig.tight_layout()
+        path = out / f"align_{scenario.replace(' ', '_').replace(':', '')}.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def bank_starts(bundle: Bundle, dataset: Dataset, alphas: Sequence[int], split: str = "validation") -> list[dict[str, Any]]:
+    """Accuracy of the base and of its bank starts (nearest entry, blend) without fine-tuning."""
+    import copy
+
+    from common.ml.bank import BankStart, apply_start, load_bank
+    from common.ml.model import load_model
+
+    base = load_model(bundle)
+    bank = load_bank(bundle, base)
+    if bank is None:
+        raise BenchError(f"{bundle.path} holds no adapter bank (semalign pretrain --bank ALPHAS)")
+    src = sources(dataset, split)
+    y = torch.from_numpy(src.evaluation.y)
+    out = []
+    for alpha in alphas:
+        x = _encoded(bundle, src.evaluation.x, alpha, wire.ValueType.FLOAT32)
+        row: dict[str, Any] = {"alpha": alpha}
+        with torch.inference_mode():
+            row["none"] = float((base(x).argmax(1) == y).float().mean())
+            for how in BankStart:
+                model = copy.deepcopy(base)
+                apply_start(model, bank.start(alpha, how))
+                row[how.value] = float((model(x).argmax(1) == y).float().mean())
+        out.append(row)
+    return out
+
+
+# -- command line ------------------------------------------------------------------------
+
+
+def align_main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="semalign bench align", description=__doc__)
+    p.add_argument("--dataset", default="digits", choices=DATASET_NAMES)
+    p.add_argument("--data-dir")
+    p.add_argument("--bundle", type=Path, help="bundle directory (default: the cache's, built with a bank)")
+    p.add_argument("--bank", type=int_list, default=DEFAULT_BANK,
+                   help="bank alphas the bundle must hold (built on first use)")
+    p.add_argument("--scenarios", default=",".join(FULL_SCENARIOS),
+                   help="comma-separated ALPHA[/SHIFT[/VALUE_TYPE]] (default: the full matrix)")
+    p.add_argument("--policies", default=",".join(POLICIES))
+    p.add_argument("--seeds", type=int_list, default=(0, 1, 2))
+    p.add_argument("--batches", type=int, default=10)
+    p.add_argument("--split", choices=("test", "validation"), default="test",
+                   help="score on the test stream, or tune on the pool's validation half")
+    p.add_argument("--eval-images", type=int, help="score on the first N evaluation images only")
+    p.add_argument("--adapt-set", default="", metavar="'NAME=V ...'",
+                   help="override AdaptConfig fields for every policy (tune with --split validation)")
+    p.add_argument("--jobs", type=int, default=2, help="joblib processes")
+    p.add_argument("--dask", metavar="SCHEDULER", help="run the cells on this Dask scheduler instead")
+    p.add_argument("--out", type=Path, default=Path("results/align"))
+    p.add_argument("--bank-starts", type=int_list, metavar="ALPHAS",
+                   help="instead of streams: the bank's nearest and blended starts at these alphas, "
+                        "no fine-tuning, scored on --split")
+    args = p.parse_args(argv)
+    scenarios = [Scenario.parse(s) for s in args.scenarios.split(",") if s]
+    policies = [s for s in args.policies.split(",") if s]
+    overrides = parse_overrides(args.adapt_set)
+    for policy in policies:
+        policy_config(policy, 0, overrides)
+    bundle = ensure_bundle(args.dataset, out=args.bundle, data_dir=args.data_dir,
+                           bank=tuple(a for a in args.bank))
+    if args.bank_starts:
+        torch.set_num_threads(1)
+        table = bank_starts(bundle, _dataset(args.dataset, args.data_dir), args.bank_starts, args.split)
+        print("| alpha | none | nearest | blend |\n|---|---|---|---|")
+        for r in table:
+            print(f"| {r['alpha']} | {100 * r['none']:.2f} | {100 * r['nearest']:.2f} | {100 * r['blend']:.2f} |")
+        return 0
+    too_big = [s.name for s in scenarios if s.alpha > bundle.dims]
+    if too_big:
+        raise BenchError(f"scenarios {too_big} exceed the bundle's {bundle.dims} dims")
+    cells = [Cell(args.dataset, args.data_dir, str(bundle.path), s, policy, seed, args.batches, args.split,
+                  args.eval_images, overrides=overrides) for s in scenarios for policy in policies for seed in args.seeds]
+    args.out.mkdir(parents=True, exist_ok=True)
+    partial: list[dict[str, Any]] = []
+
+    def save(rows: list[dict[str, Any]]) -> None:
+        partial.extend(rows)
+        write_csv(args.out / "align.partial.csv", partial, COLUMNS)
+
+    rows = run_cells(cells, jobs=args.jobs, dask=args.dask, on_cell=save)
+    report(rows, args.out, bundle, print_to=sys.stdout.write)
+    (args.out / "align.partial.csv").unlink(missing_ok=True)
+    return 0
+
+
+def report(rows: Sequence[dict[str, Any]], out: Path, bundle: Bundle,
+           print_to: Callable[[str], Any] | None = None) -> list[Path]:
+    """Write align.csv, align.md (tables) and the plots under ``out``; the paths written."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(out / "align.csv", rows, COLUMNS)
+    tables = format_tables(summarise(rows))
+    env = machine()
+    text = (f"bundle {bundle.hash[:12]} (bank {list(bundle.meta.bank)}), {env.get('cpu', '')}\n\n{tables}\n")
+    (out / "align.md").write_text(text)
+    paths = [out / "align.csv", out / "align.md", *plot(rows, out)]
+    if print_to is not None:
+        print_to(text)
+    return paths

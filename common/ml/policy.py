@@ -1,0 +1,165 @@
+"""Alignment policies across batches: continual adapters per alpha, the gate, bank starts.
+
+``Aligner`` keeps one LoRA adapter per alpha on a private copy of the frozen base. Before
+fitting a batch it scores the current model on the batch's labelled training vectors (the
+gate figure, ``1 - accuracy / held-out accuracy``), resets an adapter that scores worse than
+its start, and, under ``auto``, skips fine-tuning, or picks a short or strong budget.
+"""
+
+from __future__ import annotations
+
+import collections
+import copy
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from torch import nn
+
+from common.clock import monotonic_ns
+from common.ml.adapt import FitStats, _lora_trainer, train_epochs
+from common.ml.bank import Bank, BankStart, apply_start
+from common.ml.config import AdaptConfig, AlignPolicy
+from common.ml.lora import LoRALinear, inject_lora, lora_parameters
+from common.ml.model import MLP
+
+#: Batch ids remembered per alpha, so a resent batch is never trained on twice.
+SEEN_BATCHES = 256
+
+
+@dataclass
+class _Slot:
+    """The state of one alpha: its adapter's weights and where it started."""
+
+    start: list[torch.Tensor] | None  # weight updates from the bank, None: the plain base
+    adapter: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # None: fresh (identity)
+    batches: int = 0
+    seen: collections.OrderedDict[int, None] = field(default_factory=collections.OrderedDict)
+
+
+class Aligner:
+    """LoRA adaptation with state carried across batches, one adapter per alpha.
+
+    ``fit`` and ``predict`` have ``Adapter``'s signatures plus the batch's alpha and id.
+    """
+
+    def __init__(self, base: MLP, config: AdaptConfig, *, heldout_accuracy: float,
+                 bank: Bank | None = None) -> None:
+        self.config = config
+        self.base = base.eval()
+        for p in self.base.parameters():
+            p.requires_grad_(False)
+        self.heldout = max(float(heldout_accuracy), 1e-6)
+        uses_bank = config.policy in (AlignPolicy.BANK, AlignPolicy.AUTO)
+        self.bank = bank if uses_bank else None
+        self.bank_start = BankStart.parse(config.bank_start)
+        self._base_state = copy.deepcopy(base.state_dict())
+        self.model = copy.deepcopy(self.base)
+        self._adapters: list[LoRALinear] = inject_lora(self.model, config.rank, config.lora_alpha)
+        self._start_model = copy.deepcopy(self.base)  # start weights, no adapter: the reset reference
+        self._slots: dict[int, _Slot] = {}
+        self._alpha: int | None = None
+
+    @property
+    def uses_gate(self) -> bool:
+        return self.config.policy is AlignPolicy.AUTO
+
+    def reset(self, alpha: int | None = None) -> list[int]:
+        """Forget the adapter of ``alpha`` (every alpha if None); the alphas reset."""
+        alphas = list(self._slots) if alpha is None else [a for a in self._slots if a == alpha]
+        for a in alphas:
+            self._slots[a].adapter = None
+            self._slots[a].batches = 0
+        if self._alpha in alphas:
+            self._alpha = None  # reloaded at the next batch
+        return alphas
+
+    def _select(self, alpha: int, gen: torch.Generator) -> _Slot:
+        """Load ``alpha``'s start and adapter into the working model."""
+        slot = self._slots.get(alpha)
+        if slot is None:
+            start = self.bank.start(alpha, self.bank_start) if self.bank is not None else None
+            slot = self._slots[alpha] = _Slot(start)
+        # The working model already holds this alpha's state unless another alpha (or a reset
+        # from outside) was loaded since: re-copying the weights every batch costs more than
+        # the gate (about 5 ms for the MNIST MLP).
+        if self._alpha != alpha:
+            with torch.no_grad():
+                for adapter, (name, _) in zip(self._adapters, self._linear_names(), strict=True):
+                    adapter.base_layer.weight.copy_(self._base_state[f"{name}.weight"])
+                self._start_model.load_state_dict(self._base_state)
+            if slot.start is not None:
+                apply_start(self.model, slot.start)
+                apply_start(self._start_model, slot.start)
+            if slot.adapter is None:
+                for adapter in self._adapters:
+                    adapter.reset_adapter(gen)
+            else:
+                with torch.no_grad():
+                    for adapter, (a, b) in zip(self._adapters, slot.adapter, strict=True):
+                        adapter.lora_A.copy_(a)
+                        adapter.lora_B.copy_(b)
+            self._alpha = alpha
+        return slot
+
+    def _linear_names(self) -> list[tuple[str, nn.Linear]]:
+        return [(n, m) for n, m in self.base.named_modules() if isinstance(m, nn.Linear)]
+
+    @torch.inference_mode()
+    def _accuracy(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+        model.eval()
+        return float((model(x).argmax(dim=1) == y).float().mean())
+
+    def fit(self, x: torch.Tensor, y: torch.Tensor, *, alpha: int, batch: int | None = None,
+            seed: int = 0) -> FitStats:
+        """Align to ``x`` [n, D] float32 with labels ``y`` [n] int64 of a batch at ``alpha``."""
+        cfg = self.config
+        start = monotonic_ns()
+        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + seed)
+        slot = self._select(alpha, gen)
+        n = int(x.shape[0])
+
+        def done(action: str, epochs: int = 0, loss: float = float("nan"), gate: float | None = None) -> FitStats:
+            return FitStats((monotonic_ns() - start) / 1e9, n if epochs else 0, epochs, loss,
+                            gate=gate, action=action)
+
+        if batch is not None and batch in slot.seen:
+            return done("duplicate")
+        if n == 0:
+            return done("no_samples")
+        if batch is not None:
+            slot.seen[batch] = None
+            while len(slot.seen) > SEEN_BATCHES:
+                slot.seen.popitem(last=False)
+        gx, gy = x[: cfg.gate_samples], y[: cfg.gate_samples]  # TX draws them at random
+        acc = self._accuracy(self.model, gx, gy)
+        action = "fit"
+        if slot.adapter is not None:
+            acc_start = self._accuracy(self._start_model, gx, gy)
+            if acc < acc_start - cfg.reset_margin:
+                for adapter in self._adapters:
+                    adapter.reset_adapter(gen)
+                slot.adapter, slot.batches, acc, action = None, 0, acc_start, "reset"
+        gate = 1.0 - acc / self.heldout
+        epochs, lr = cfg.continual_epochs, cfg.continual_lr
+        if self.uses_gate:
+            if gate <= cfg.gate_skip:
+                return done("skip" if action == "fit" else "reset_skip", gate=gate)
+            if gate > cfg.gate_strong:
+                epochs, lr, action = cfg.strong_epochs, cfg.strong_lr, "strong" if action == "fit" else "reset_strong"
+        trainer, inputs = _lora_trainer(self.model, x)
+        loss = train_epochs(trainer, lora_parameters(self._adapters), inputs, y,
+                            epochs=epochs, lr=lr, batch_size=cfg.batch_size, generator=gen)
+        slot.adapter = [(a.lora_A.detach().clone(), a.lora_B.detach().clone()) for a in self._adapters]
+        slot.batches += 1
+        return done(action, epochs, loss, gate)
+
+    @torch.inference_mode()
+    def predict(self, x: torch.Tensor) -> npt.NDArray[np.uint8]:
+        """Class indices [n] uint8 for ``x`` [n, D] under the current alpha's model."""
+        if x.shape[0] == 0:
+            return np.zeros(0, dtype=np.uint8)
+        self.model.eval()
+        out: npt.NDArray[np.uint8] = self.model(x).argmax(dim=1).to(torch.uint8).numpy()
+        return out

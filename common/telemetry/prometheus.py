@@ -1,0 +1,150 @@
+"""The Prometheus exporter: every metric a daemon serves on ``/metrics``, fed by its telemetry.
+
+``METRICS`` is the one list of exported names (the Grafana dashboard's queries are checked
+against it). Each daemon has its own registry, so tests can run several in one process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import prometheus_client as prom
+
+from common.errors import ConfigError
+from common.modulation import Modulation
+from common.telemetry.stream import number
+
+#: Latency histogram buckets (seconds), 0.5 ms to 10 s.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+#: The record fields behind each latency histogram.
+HISTOGRAMS = {
+    "semalign_latency_comm_seconds": ("latency_comm_s", "Communication latency B - A per batch"),
+    "semalign_latency_finetune_seconds": ("latency_finetune_s", "Fine-tuning time C per batch"),
+    "semalign_latency_classify_seconds": ("latency_classify_s", "Classification time D per batch"),
+    "semalign_latency_e2e_seconds": ("latency_e2e_s", "End-to-end latency (B - A) + C + D per batch"),
+}
+#: Gauges: name -> help.
+GAUGES = {
+    "semalign_bits_per_symbol": "Bits per symbol of the last batch's modulation",
+    "semalign_alpha": "PCA coefficients per vector of the last batch",
+    "semalign_n_max": "Training vectors that fit in B_max for the last batch (TX)",
+    "semalign_snr_db": "RX's Es/N0 estimate of the last batch (sim and pluto transports)",
+    "semalign_sync_bound_seconds": "Error bound of the last batch's comm latency (NaN: unsynchronised)",
+    "semalign_adapter_bank_entry": "Alpha of the adapter bank entry RX started from (NaN: none)",
+    "semalign_accuracy": "Accuracy of the last scored batch (TX)",
+}
+#: Counters: name (without the _total the exposition adds) -> (help, labels).
+COUNTERS = {
+    "semalign_batches": ("Batches by outcome (ok, lost)", ("status",)),
+    "semalign_rejected": ("Messages rejected, by error code", ("code",)),
+    "semalign_resends": ("Batches sent again (TX) or answered again from the cache (RX)", ()),
+    "semalign_frames_lost": ("Radio frames without a CRC-good copy", ()),
+    "semalign_vectors_lost": ("Vectors lost with those frames", ()),
+    "semalign_control": ("Control requests, by result (ok, refused)", ("result",)),
+    "semalign_monitor_dropped": ("Monitor stream messages dropped at the high-water mark", ()),
+}
+_BITS: dict[str, float] = {m.value: float(m.bits_per_symbol) for m in Modulation}
+#: Every metric family name as the exposition shows it.
+METRICS = (
+    *(f"{name}_total" for name in COUNTERS),
+    *HISTOGRAMS,
+    *GAUGES,
+)
+
+
+class Exporter:
+    """The metrics of one daemon, updated from its records and events."""
+
+    def __init__(self, registry: prom.CollectorRegistry | None = None) -> None:
+        self.registry = registry or prom.CollectorRegistry()
+        self.counters = {
+            name: prom.Counter(name, help_, labelnames=labels, registry=self.registry)
+            for name, (help_, labels) in COUNTERS.items()
+        }
+        self.histograms = {
+            name: prom.Histogram(name, help_, buckets=LATENCY_BUCKETS, registry=self.registry)
+            for name, (_, help_) in HISTOGRAMS.items()
+        }
+        self.gauges = {name: prom.Gauge(name, help_, registry=self.registry) for name, help_ in GAUGES.items()}
+        for gauge in self.gauges.values():
+            gauge.set(float("nan"))
+        self._server: Any = None
+        self._dropped = 0
+        #: The port ``serve`` bound (useful with port 0).
+        self.port: int | None = None
+
+    def observe_record(self, record: Mapping[str, Any]) -> None:
+        status = str(record.get("status", "ok"))
+        self.counters["semalign_batches"].labels(status=status).inc()
+        if status != "ok":
+            return
+        for key, counter in (("frames_lost", "semalign_frames_lost"), ("vectors_lost", "semalign_vectors_lost")):
+            value = number(record.get(key))
+            if value and value > 0:
+                self.counters[counter].inc(value)
+        for name, (key, _) in HISTOGRAMS.items():
+            value = number(record.get(key))
+            if value is not None:
+                self.histograms[name].observe(value)
+        bits = _BITS.get(str(record.get("modulation")))
+        bound = record.get("latency_comm_bound_s")
+        bank = record.get("bank_entry", record.get("bank_alpha"))
+        for name, value in (
+            ("semalign_bits_per_symbol", bits),
+            ("semalign_alpha", number(record.get("alpha"))),
+            ("semalign_n_max", number(record.get("n_max"))),
+            ("semalign_snr_db", number(record.get("snr_db"))),
+            ("semalign_accuracy", number(record.get("accuracy"))),
+        ):
+            if value is not None:
+                self.gauges[name].set(value)
+        self.gauges["semalign_sync_bound_seconds"].set(_or_nan(number(bound)))
+        if "bank_entry" in record or "bank_alpha" in record:
+            self.gauges["semalign_adapter_bank_entry"].set(_or_nan(number(bank)))
+
+    def observe_event(self, name: str, fields: Mapping[str, Any]) -> None:
+        if name == "rejected":
+            self.counters["semalign_rejected"].labels(code=str(fields.get("code", "error"))).inc()
+        elif name == "resend":
+            self.counters["semalign_resends"].inc()
+        elif name == "control":
+            self.counters["semalign_control"].labels(result="ok" if fields.get("ok") else "refused").inc()
+
+    def observe_status(self, status: Mapping[str, Any]) -> None:
+        """Gauges a status knows before any batch: the plan's figures."""
+        plan = status.get("plan")
+        if isinstance(plan, Mapping):
+            for key, gauge in (("alpha", "semalign_alpha"), ("n_max", "semalign_n_max")):
+                value = number(plan.get(key))
+                if value is not None:
+                    self.gauges[gauge].set(value)
+
+    def set_dropped(self, dropped: int) -> None:
+        if dropped > self._dropped:
+            self.counters["semalign_monitor_dropped"].inc(dropped - self._dropped)
+            self._dropped = dropped
+
+    def serve(self, port: int, addr: str = "0.0.0.0") -> int:
+        """Serve ``/metrics`` on ``addr:port`` from a daemon thread; returns the bound port."""
+        try:
+            server, _thread = prom.start_http_server(port, addr=addr, registry=self.registry)
+        except OSError as exc:
+            raise ConfigError(f"prometheus_port: cannot listen on {addr}:{port}: {exc}") from exc
+        self._server = server
+        self.port = int(server.server_port)
+        return self.port
+
+    def exposition(self) -> str:
+        return prom.generate_latest(self.registry).decode()
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+
+def _or_nan(value: float | None) -> float:
+    return float("nan") if value is None else value

@@ -1,0 +1,226 @@
+"""What the watcher knows: the link header, per-batch histories, events and liveness of TX and RX.
+
+Fed one ``MonitorMessage`` at a time; every field read from a message is untrusted and
+checked (a wrong type shows as "-", never as an exception).
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from common.errors import MonitorError
+from common.telemetry.stream import MonitorMessage, number
+
+#: Batches kept for the plots and the table.
+HISTORY = 60
+#: Event lines kept.
+EVENTS = 200
+#: A daemon silent this long is shown as absent (it sends a status every second).
+STALE_S = 3.5
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+@dataclass
+class Peer:
+    """One daemon's monitor stream as seen from here."""
+
+    role: str
+    endpoint: str
+    last_seen_s: float | None = None
+    last_seq: int = 0
+    restarts: int = 0
+    status: dict[str, Any] = field(default_factory=dict)
+
+    def alive(self, now_s: float) -> bool:
+        return self.last_seen_s is not None and now_s - self.last_seen_s < STALE_S
+
+    def describe(self, now_s: float) -> str:
+        name = self.role.upper()
+        if self.last_seen_s is None:
+            return f"waiting for {name} at {self.endpoint}"
+        if not self.alive(now_s):
+            return f"waiting for {name} at {self.endpoint} (silent for {now_s - self.last_seen_s:.0f} s)"
+        return f"{name} live at {self.endpoint}"
+
+
+@dataclass(frozen=True)
+class Event:
+    """One line of the event pane; ``level`` is info, warning or error."""
+
+    text: str
+    level: str = "info"
+
+
+class WatchState:
+    def __init__(self, tx_endpoint: str, rx_endpoint: str | None = None) -> None:
+        self.tx = Peer("tx", tx_endpoint)
+        self.rx = Peer("rx", rx_endpoint) if rx_endpoint else None
+        #: TX's metrics rows by batch (the last ``HISTORY``).
+        self.batches: collections.OrderedDict[int, dict[str, Any]] = collections.OrderedDict()
+        #: RX's rows by batch (SNR and frames lost when TX's row lacks them).
+        self.rx_batches: collections.OrderedDict[int, dict[str, Any]] = collections.OrderedDict()
+        self.events: collections.deque[Event] = collections.deque(maxlen=EVENTS)
+        self.constellation: tuple[int, str | None, npt.NDArray[np.complex64]] | None = None
+        self.bad_messages = 0
+        self.version = 0  # bumped on every change the screen should show
+
+    # -- input -----------------------------------------------------------------------
+    def apply(self, msg: MonitorMessage, now_s: float) -> None:
+        peer = self.tx if msg.role == "tx" else self.rx
+        if peer is None:
+            return
+        if peer.last_seen_s is not None and msg.seq < peer.last_seq:
+            peer.restarts += 1
+            self.add(f"{peer.role.upper()} restarted", "warning")
+        elif peer.last_seen_s is not None and not peer.alive(now_s):
+            self.add(f"{peer.role.upper()} back at {peer.endpoint}")
+        peer.last_seen_s, peer.last_seq = now_s, msg.seq
+        self.version += 1
+        if msg.topic == "status":
+            peer.status = msg.data
+        elif msg.topic == "record":
+            self._record(msg.role, msg.data)
+        elif msg.topic == "event":
+            self._event(msg.role, msg.data)
+        elif msg.topic == "constellation":
+            try:
+                points = msg.symbols()
+            except MonitorError:
+                self.bad_messages += 1
+                return
+            batch = msg.data.get("batch")
+            modulation = msg.data.get("modulation")
+            self.constellation = (batch if isinstance(batch, int) else -1,
+                                  modulation if isinstance(modulation, str) else None, points)
+
+    def tick(self, now_s: float) -> bool:
+        """Whether liveness changed the picture (a daemon went silent)."""
+        return any(p is not None and p.last_seen_s is not None and not p.alive(now_s)
+                   for p in (self.tx, self.rx))
+
+    def _record(self, role: str, data: dict[str, Any]) -> None:
+        batch = data.get("batch")
+        if not isinstance(batch, int):
+            self.bad_messages += 1
+            return
+        table = self.batches if role == "tx" else self.rx_batches
+        table[batch] = data
+        table.move_to_end(batch)
+        while len(table) > HISTORY:
+            table.popitem(last=False)
+        if role == "tx" and data.get("status") == "lost":
+            self.add(f"batch {batch} lost: {_text(data.get('reason'))}", "error")
+
+    def _event(self, role: str, data: Mapping[str, Any]) -> None:
+        name = data.get("name")
+        who = role.upper()
+        if name == "control":
+            if data.get("ok"):
+                plan = _map(data.get("plan"))
+                self.add(f"{who} control: {_text(data.get('message'))}" + _plan_text(plan))
+            else:
+                self.add(f"{who} control refused: {_text(data.get('error'))}", "warning")
+        elif name == "resend":
+            what = f"batch {data['batch']} attempt {_text(data.get('attempt'))}" if "batch" in data else _text(data.get("detail"))
+            self.add(f"{who} resend: {what}", "warning")
+        elif name == "rejected":
+            self.add(f"{who} rejected [{_text(data.get('code'))}] batch {_text(data.get('batch'))}: "
+                     f"{_text(data.get('detail'))}", "error")
+        elif name == "amc":
+            plan = _map(data.get("plan"))
+            self.add(f"{who} AMC: SNR {_fmt(number(data.get('snr_db')), '.1f')} dB after batch "
+                     f"{_text(data.get('after_batch'))}: {_text(data.get('was'))} -> {_text(plan.get('modulation'))} "
+                     f"from batch {_text(data.get('from_batch'))}" + _plan_text(plan))
+        else:
+            self.add(f"{who} {_text(name)}: " + ", ".join(f"{k}={_text(v)}" for k, v in data.items() if k != "name"))
+
+    def add(self, text: str, level: str = "info") -> None:
+        self.events.append(Event(text, level))
+        self.version += 1
+
+    # -- output ----------------------------------------------------------------------
+    def header(self) -> dict[str, str]:
+        """The link as the header shows it (the latest of TX's status and rows, RX's status)."""
+        status = self.tx.status
+        plan = _map(status.get("plan"))
+        last = next(reversed(self.batches.values()), {}) if self.batches else {}
+        rx_status = self.rx.status if self.rx is not None else {}
+        adapt = _map(rx_status.get("adapt"))
+        rx_last = next(reversed(self.rx_batches.values()), {}) if self.rx_batches else {}
+        policy = adapt.get("policy") or last.get("policy") or rx_last.get("policy")
+        mode = adapt.get("mode") or last.get("adapt")
+        bound = number(last.get("latency_comm_bound_s"))
+        basis = last.get("comm_basis")
+        sync = f"TX {_text(status.get('sync_source'))}"
+        if rx_status:
+            sync += f", RX {_text(rx_status.get('sync_source'))}"
+        if basis is not None:
+            sync += f"; B-A {basis}" + (f" ± {bound * 1e3:.2f} ms" if bound is not None else ", no bound")
+        return {
+            "modulation": _text(plan.get("modulation", last.get("modulation"))),
+            "alpha": _text(plan.get("alpha", last.get("alpha"))),
+            "B_max": _text(plan.get("b_max", last.get("b_max"))),
+            "N_max": _text(plan.get("n_max", last.get("n_max"))),
+            "value type": _text(plan.get("value_type", last.get("value_type"))),
+            "alpha policy": _text(status.get("policy")),
+            "alignment": f"{_text(mode)}/{_text(policy)}" if policy else _text(mode),
+            "shift": _text(status.get("shift", last.get("shift"))),
+            "link": _text(status.get("link_policy")) + (" (paused)" if status.get("paused") else ""),
+            "transport": _text(status.get("transport", last.get("transport"))),
+            "clock sync": sync,
+        }
+
+    def series(self, key: str, *, rx_fallback: bool = False) -> tuple[list[int], list[float]]:
+        """(batches, values) of a numeric record field over the history, gaps left out."""
+        xs, ys = [], []
+        for batch, row in self.batches.items():
+            value = number(row.get(key))
+            if value is None and rx_fallback and batch in self.rx_batches:
+                value = number(self.rx_batches[batch].get(key))
+            if value is not None:
+                xs.append(batch)
+                ys.append(value)
+        return xs, ys
+
+    def paused(self) -> bool:
+        return bool(self.tx.status.get("paused"))
+
+    def control_endpoint(self) -> str | None:
+        """TX's control endpoint as announced, its wildcard host replaced by the monitor's host."""
+        announced = self.tx.status.get("control")
+        if not isinstance(announced, str):
+            return None
+        scheme, _, rest = announced.partition("://")
+        host, _, port = rest.rpartition(":")
+        if scheme == "tcp" and host in ("0.0.0.0", "*", "[::]", "::"):
+            mon_host = self.tx.endpoint.partition("://")[2].rpartition(":")[0]
+            return f"tcp://{mon_host}:{port}"
+        return announced
+
+
+def _map(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _plan_text(plan: Mapping[str, Any]) -> str:
+    if not plan:
+        return ""
+    return (f" (B_max={_text(plan.get('b_max'))} alpha={_text(plan.get('alpha'))} "
+            f"N_max={_text(plan.get('n_max'))})")

@@ -1,0 +1,69 @@
+"""``semalign bench align`` on digits: two scenarios through joblib and a Dask LocalCluster."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from common.bench.align import COLUMNS, Cell, Scenario, policy_config, report, run_cells, summarise
+from common.errors import BenchError
+from common.ml.bundle import Bundle
+
+pytestmark = pytest.mark.slow
+
+
+def cells(bundle: Bundle) -> list[Cell]:
+    scenarios = [Scenario(30), Scenario(30, "rotate:40", "int8")]
+    return [Cell("digits", None, str(bundle.path), s, policy, 0, 2, "validation", None)
+            for s in scenarios for policy in ("none", "auto")]
+
+
+def check(rows: list[dict[str, object]]) -> None:
+    assert len(rows) == 2 * 2 * 2
+    assert {r["scenario"] for r in rows} == {"a30 clean", "a30 rotate:40 int8"}
+    for r in rows:
+        assert 0.0 <= float(r["accuracy"]) <= 1.0  # type: ignore[arg-type]
+        assert r["policy"] != "auto" or r["gate"] is not None
+    shifted = [r for r in rows if r["scenario"] == "a30 rotate:40 int8" and r["policy"] == "none"]
+    clean = [r for r in rows if r["scenario"] == "a30 clean" and r["policy"] == "none"]
+    assert max(float(r["accuracy"]) for r in shifted) < min(float(r["accuracy"]) for r in clean)  # type: ignore[arg-type]
+
+
+def test_joblib_cells_write_csv_tables_and_plots(digits_bundle: Bundle, tmp_path: Path) -> None:
+    rows = run_cells(cells(digits_bundle), jobs=2)
+    check(rows)
+    paths = report(rows, tmp_path, digits_bundle)
+    with (tmp_path / "align.csv").open() as f:
+        read = list(csv.DictReader(f))
+    assert tuple(read[0]) == COLUMNS and len(read) == len(rows)
+    assert sorted(p.name for p in paths if p.suffix == ".png") == ["align_a30_clean.png", "align_a30_rotate40_int8.png"]
+    assert all(p.stat().st_size > 1000 for p in paths if p.suffix == ".png")
+    assert "| auto |" in (tmp_path / "align.md").read_text()
+    assert {s["policy"] for s in summarise(rows)} == {"none", "auto"}
+
+
+def test_dask_local_cluster_gives_the_same_rows(digits_bundle: Bundle) -> None:
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        rows = run_cells(cells(digits_bundle)[:2], dask=cluster.scheduler_address)
+    local = run_cells(cells(digits_bundle)[:2])
+    key = ("scenario", "policy", "batch", "accuracy", "n_train")
+    assert [tuple(r[k] for k in key) for r in rows] == [tuple(r[k] for k in key) for r in local]
+
+
+@pytest.mark.parametrize(("text", "ok"), [("40", True), ("40/rotate:40", True), ("40/rotate:40/int8", True),
+                                          ("40//float16", True), ("x", False), ("40/twist", False),
+                                          ("40//int4", False)])
+def test_scenarios_parse(text: str, ok: bool) -> None:
+    if ok:
+        assert Scenario.parse(text).alpha == 40
+    else:
+        with pytest.raises(Exception):  # noqa: B017 - BenchError, ShiftError or ConfigError
+            Scenario.parse(text)
+
+
+def test_unknown_policy_refused() -> None:
+    with pytest.raises(BenchError):
+        policy_config("magic", 0)

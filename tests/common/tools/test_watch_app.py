@@ -1,0 +1,184 @@
+"""The Textual app against a fake monitor stream: widgets follow records; keys steer TX through a fake control."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("textual")
+pytest.importorskip("textual_plotext")
+
+from textual.pilot import Pilot
+from textual.widgets import DataTable, Static
+
+from common.telemetry.stream import MonitorMessage, constellation_data
+from common.tools.watch.app import WatchApp
+from common.tools.watch.source import FakeSource
+
+TX, RX, CTL = "tcp://127.0.0.1:5557", "tcp://127.0.0.1:5558", "tcp://127.0.0.1:5556"
+PLAN_256 = {"modulation": "256qam", "alpha": 40, "b_max": 40000, "n_max": 193, "t": 50, "value_type": "float32"}
+PLAN_64 = {"modulation": "64qam", "alpha": 30, "b_max": 30000, "n_max": 191, "t": 50, "value_type": "float32"}
+
+
+class FakeTx:
+    """TX's control socket: accepts modulations it knows, refuses an alpha beyond the bundle."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, Any]] = []
+
+    def __call__(self, endpoint: str, cmd: str, arg: Any) -> dict[str, Any]:
+        self.calls.append((endpoint, cmd, arg))
+        if cmd == "set-modulation" and arg == "64qam":
+            return {"ok": True, "message": "set-modulation applied from batch 3", "effective_from_batch": 3,
+                    "plan": PLAN_64}
+        if cmd == "set-alpha":
+            return {"ok": False, "error": f"alpha {arg} exceeds the bundle's 40 PCA dimensions", "plan": PLAN_256}
+        return {"ok": True, "message": f"{cmd} ok", "plan": PLAN_256}
+
+
+def status(seq: int, plan: dict[str, Any], paused: bool = False) -> MonitorMessage:
+    return MonitorMessage("status", "tx", seq, 0, {"plan": plan, "policy": "proportional", "link_policy": "manual",
+                                                   "paused": paused, "transport": "sim", "control": CTL,
+                                                   "sync_source": "none", "sync_bound_s": None})
+
+
+def record(seq: int, batch: int, plan: dict[str, Any], accuracy: float) -> MonitorMessage:
+    return MonitorMessage("record", "tx", seq, 0, {
+        "batch": batch, "status": "ok", "modulation": plan["modulation"], "alpha": plan["alpha"],
+        "b_max": plan["b_max"], "n_max": plan["n_max"], "n_train": plan["n_max"], "accuracy": accuracy,
+        "latency_comm_s": 0.2, "latency_finetune_s": 0.01, "latency_classify_s": 0.001, "snr_db": 30.0 + batch,
+        "frames_lost": batch % 2, "comm_basis": "estimated", "latency_comm_bound_s": 0.002})
+
+
+def text_of(app: WatchApp, selector: str) -> str:
+    return str(app.query_one(selector, Static).render())
+
+
+def events_of(app: WatchApp) -> str:
+    """The event pane's text, its lines joined."""
+    return " ".join(text_of(app, "#events").split())
+
+
+async def until(pilot: Pilot[None], condition: Callable[[], bool], what: str, timeout_s: float = 5.0) -> None:
+    for _ in range(int(timeout_s / 0.05)):
+        if condition():
+            return
+        await pilot.pause(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def run(test: Callable[[WatchApp, Pilot[None]], Any], source: FakeSource, control: FakeTx) -> None:
+    async def main() -> None:
+        app = WatchApp(source, TX, RX, control=control)
+        async with app.run_test(size=(160, 50)) as pilot:
+            await test(app, pilot)
+
+    asyncio.run(main())
+
+
+def stream() -> FakeSource:
+    source = FakeSource()
+    source.push(status(1, PLAN_256))
+    source.push(MonitorMessage("status", "rx", 1, 0, {"adapt": {"mode": "lora", "policy": "auto"},
+                                                      "sync_source": "none"}))
+    rng = np.random.default_rng(0)
+    points = ((rng.integers(0, 2, 64) * 2 - 1) + 1j * (rng.integers(0, 2, 64) * 2 - 1)) / np.sqrt(2)
+    source.push(MonitorMessage("constellation", "rx", 2, 0, constellation_data(2, "qpsk", points)))
+    for batch in range(3):
+        source.push(record(batch + 2, batch, PLAN_256, 0.9 + 0.01 * batch))
+    return source
+
+
+def test_records_update_header_table_and_plots() -> None:
+    source, tx = stream(), FakeTx()
+
+    async def check(app: WatchApp, pilot: Pilot[None]) -> None:
+        await until(pilot, lambda: app.query_one("#batches", DataTable).row_count == 3, "three table rows")
+        header = text_of(app, "#header")
+        assert f"TX live at {TX}" in header and f"RX live at {RX}" in header
+        for part in ("modulation: 256qam", "alpha: 40", "B_max: 40000", "N_max: 193", "value type: float32",
+                     "alignment: lora/auto", "clock sync: TX none, RX none; B-A estimated"):
+            assert part in header, part
+        table = app.query_one("#batches", DataTable)
+        assert [table.get_row_at(i)[0] for i in range(3)] == ["2", "1", "0"]  # newest first
+        assert table.get_row_at(0)[1] == "256qam" and table.get_row_at(0)[4] == "0.920"
+        assert app.state.series("accuracy")[0] == [0, 1, 2]
+        assert app.state.constellation is not None and app.state.constellation[1] == "qpsk"
+        # A new status (the next plan) reaches the header.
+        source.push(status(9, PLAN_64))
+        await until(pilot, lambda: "modulation: 64qam" in text_of(app, "#header"), "the new plan in the header")
+
+    run(check, source, tx)
+
+
+def test_m_and_64qam_sends_the_request_and_shows_the_reply() -> None:
+    source, tx = stream(), FakeTx()
+
+    async def check(app: WatchApp, pilot: Pilot[None]) -> None:
+        await until(pilot, lambda: app.state.control_endpoint() == CTL, "TX's control endpoint")
+        await pilot.press("m")
+        await pilot.pause(0.1)
+        await pilot.press("up", "enter")  # from the current 256qam, one up is 64qam
+        await until(pilot, lambda: "applied from batch 3" in events_of(app), "the reply in the event pane")
+        assert tx.calls == [(CTL, "set-modulation", "64qam")]
+        assert "ctl set-modulation 64qam: set-modulation applied from batch 3 (B_max=30000 alpha=30 N_max=191)" \
+            in events_of(app)
+
+    run(check, source, tx)
+
+
+def test_a_refused_request_shows_its_error_and_changes_nothing() -> None:
+    source, tx = stream(), FakeTx()
+
+    async def check(app: WatchApp, pilot: Pilot[None]) -> None:
+        await until(pilot, lambda: app.state.control_endpoint() == CTL, "TX's control endpoint")
+        await pilot.press("a")
+        await pilot.pause(0.1)
+        await pilot.press("9", "9", "9", "enter")
+        await until(pilot, lambda: "refused" in events_of(app), "the refusal in the event pane")
+        assert tx.calls == [(CTL, "set-alpha", 999)]
+        assert "ctl set-alpha 999 refused: alpha 999 exceeds the bundle's 40 PCA dimensions" in events_of(app)
+        assert "alpha: 40" in text_of(app, "#header")
+
+    run(check, source, tx)
+
+
+@pytest.mark.parametrize(
+    ("keys", "paused", "expected"),
+    [(("p",), True, ("resume", None)),
+     (("s", "i", "n", "v", "e", "r", "t", "enter"), False, ("set-shift", "invert")),
+     (("s", "enter"), False, ("clear-shift", None))],
+)
+def test_steering_keys(keys: tuple[str, ...], paused: bool, expected: tuple[str, Any]) -> None:
+    source, tx = FakeSource(), FakeTx()
+    source.push(status(1, PLAN_256, paused=paused))
+
+    async def check(app: WatchApp, pilot: Pilot[None]) -> None:
+        await until(pilot, lambda: app.state.control_endpoint() == CTL, "TX's control endpoint")
+        for key in keys:
+            await pilot.press(key)
+        await until(pilot, lambda: len(tx.calls) == 1, "one control request")
+        assert tx.calls[0][1:] == expected
+
+    run(check, source, tx)
+
+
+def test_absent_tx_shows_waiting_and_keys_say_so() -> None:
+    source, tx = FakeSource(), FakeTx()
+
+    async def check(app: WatchApp, pilot: Pilot[None]) -> None:
+        await pilot.pause(0.2)
+        assert f"waiting for TX at {TX}" in text_of(app, "#header")
+        assert f"waiting for RX at {RX}" in text_of(app, "#header")
+        await pilot.press("p")
+        await until(pilot, lambda: "not known yet" in events_of(app), "the endpoint notice")
+        assert tx.calls == []
+        source.push([b"record", b"garbage"])
+        await pilot.pause(0.2)
+        assert source.bad == 1
+
+    run(check, source, tx)

@@ -1,0 +1,104 @@
+"""The watcher's model: header, histories, events and liveness from monitor messages (no terminal)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from common.telemetry.stream import MonitorMessage, constellation_data
+from common.tools.watch.state import HISTORY, STALE_S, WatchState
+
+TX, RX = "tcp://10.0.0.1:5557", "tcp://10.0.0.2:5558"
+
+
+def msg(topic: str, data: dict[str, object], *, role: str = "tx", seq: int = 1) -> MonitorMessage:
+    return MonitorMessage(topic, role, seq, 0, data)
+
+
+STATUS = {"plan": {"modulation": "256qam", "alpha": 40, "b_max": 40000, "n_max": 193, "value_type": "float32"},
+          "policy": "proportional", "link_policy": "manual", "paused": False, "transport": "zmq",
+          "control": "tcp://0.0.0.0:5556", "sync_source": "gps_pps", "sync_bound_s": 1e-6}
+
+
+def test_header_from_status_and_rows() -> None:
+    state = WatchState(TX, RX)
+    state.apply(msg("status", STATUS), 0.0)
+    state.apply(msg("status", {"adapt": {"mode": "lora", "policy": "auto"}, "sync_source": "chrony"}, role="rx"), 0.0)
+    state.apply(msg("record", {"batch": 0, "status": "ok", "shift": "rotate:20", "comm_basis": "synchronised",
+                               "latency_comm_bound_s": 2e-6}, seq=2), 0.0)
+    header = state.header()
+    assert (header["modulation"], header["alpha"], header["B_max"], header["N_max"]) == ("256qam", "40", "40000", "193")
+    assert header["value type"] == "float32" and header["alignment"] == "lora/auto"
+    assert header["shift"] == "rotate:20"
+    assert header["clock sync"] == "TX gps_pps, RX chrony; B-A synchronised ± 0.00 ms"
+    # A wildcard bind is reached at the monitor's host.
+    assert state.control_endpoint() == "tcp://10.0.0.1:5556"
+
+
+@pytest.mark.parametrize(
+    ("data", "text", "level"),
+    [
+        ({"name": "control", "ok": True, "message": "set-modulation applied from batch 4",
+          "plan": {"b_max": 30000, "alpha": 30, "n_max": 191}},
+         "TX control: set-modulation applied from batch 4 (B_max=30000 alpha=30 N_max=191)", "info"),
+        ({"name": "control", "ok": False, "error": "unknown modulation '1024qam'"},
+         "TX control refused: unknown modulation '1024qam'", "warning"),
+        ({"name": "resend", "batch": 7, "attempt": 1}, "TX resend: batch 7 attempt 1", "warning"),
+        ({"name": "rejected", "code": "bad_magic", "batch": 3, "detail": "magic b'XX'"},
+         "TX rejected [bad_magic] batch 3: magic b'XX'", "error"),
+        ({"name": "amc", "snr_db": 29.94, "after_batch": 4, "was": "256qam", "from_batch": 5,
+          "plan": {"modulation": "64qam", "b_max": 30000, "alpha": 30, "n_max": 191}},
+         "TX AMC: SNR 29.9 dB after batch 4: 256qam -> 64qam from batch 5 (B_max=30000 alpha=30 N_max=191)", "info"),
+        ({"name": "something", "x": 1}, "TX something: x=1", "info"),
+    ],
+)
+def test_events_are_described(data: dict[str, object], text: str, level: str) -> None:
+    state = WatchState(TX)
+    state.apply(msg("event", data), 0.0)
+    (event,) = state.events
+    assert (event.text, event.level) == (text, level)
+
+
+def test_liveness_waiting_silent_back_and_restarted() -> None:
+    state = WatchState(TX, RX)
+    assert state.tx.describe(0.0) == f"waiting for TX at {TX}"
+    state.apply(msg("status", STATUS, seq=5), 1.0)
+    assert state.tx.describe(1.5) == f"TX live at {TX}"
+    assert state.tx.describe(1.0 + STALE_S + 1).startswith(f"waiting for TX at {TX} (silent for")
+    assert state.tick(1.0 + STALE_S + 1)
+    state.apply(msg("status", STATUS, seq=6), 20.0)
+    assert state.events[-1].text == f"TX back at {TX}"
+    state.apply(msg("status", STATUS, seq=1), 21.0)
+    assert state.events[-1].text == "TX restarted" and state.tx.restarts == 1
+
+
+def test_history_is_bounded_and_series_skip_gaps() -> None:
+    state = WatchState(TX, RX)
+    for batch in range(HISTORY + 10):
+        state.apply(msg("record", {"batch": batch, "status": "ok", "accuracy": None if batch % 2 else 0.5},
+                        seq=batch + 1), 0.0)
+        state.apply(msg("record", {"batch": batch, "snr_db": 30.0}, role="rx", seq=batch + 1), 0.0)
+    assert len(state.batches) == HISTORY and next(iter(state.batches)) == 10
+    xs, ys = state.series("accuracy")
+    assert xs == list(range(10, HISTORY + 10, 2)) and set(ys) == {0.5}
+    assert state.series("snr_db")[0] == []
+    assert len(state.series("snr_db", rx_fallback=True)[0]) == HISTORY
+
+
+def test_untrusted_fields_never_raise() -> None:
+    state = WatchState(TX)
+    state.apply(msg("record", {"batch": "seven"}), 0.0)
+    state.apply(msg("status", {"plan": "not a map", "control": 5}), 0.0)
+    state.apply(msg("event", {"name": "amc", "plan": [1], "snr_db": "loud"}), 0.0)
+    assert state.bad_messages == 1 and not state.batches
+    assert state.header()["modulation"] == "-" and state.control_endpoint() is None
+
+
+def test_constellation_is_kept() -> None:
+    state = WatchState(TX, RX)
+    points = np.array([0.7 + 0.7j, -0.7 - 0.7j], np.complex64)
+    state.apply(msg("constellation", constellation_data(9, "qpsk", points), role="rx"), 0.0)
+    assert state.constellation is not None
+    batch, modulation, got = state.constellation
+    assert (batch, modulation) == (9, "qpsk")
+    np.testing.assert_array_equal(got, points)

@@ -1,0 +1,55 @@
+"""The two daemons on digits with a live sensor shift, int8 values and a forwarded adapter reset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.integration.test_daemons import endpoints, start_rx, start_tx
+from tests.procs import metrics, wait_for
+from tx.control import ControlRequest
+from tx.ctl import request
+
+pytestmark = pytest.mark.slow
+
+
+def test_live_shift_value_type_and_reset(digits_bundle_dir: Path, tmp_path: Path) -> None:
+    data_ep, ctl_ep = endpoints()
+    rx = start_rx(digits_bundle_dir, data_ep, tmp_path)  # adapt.policy auto, the default
+    tx = start_tx(digits_bundle_dir, data_ep, ctl_ep, tmp_path, "--batches", "7", "--max-inflight", "1",
+                  "--interval", "0.4", "--modulation", "256qam")
+    try:
+        wait_for(lambda: len(metrics(tmp_path / "tx.jsonl")) >= 2, 60, "two acknowledged batches")
+        bad = request(ctl_ep, ControlRequest("set-shift", "twist:3"))
+        assert not bad["ok"] and "unknown shift" in bad["error"]
+        shift = request(ctl_ep, ControlRequest("set-shift", "rotate:40"))
+        assert shift["ok"] and shift["shift"] == "rotate:40"
+        value = request(ctl_ep, ControlRequest("set-value-type", "int8"))
+        assert value["ok"] and value["plan"]["value_type"] == "int8" and value["plan"]["n_max"] > 3.5 * 193
+        switch = value["effective_from_batch"]
+        assert shift["effective_from_batch"] == switch
+        wait_for(lambda: len(metrics(tmp_path / "tx.jsonl")) >= switch + 2, 60, "batches after the switch")
+        reset = request(ctl_ep, ControlRequest("reset-adapter"))
+        assert reset["ok"] and "forwarded to RX" in reset["message"]
+        cleared = request(ctl_ep, ControlRequest("clear-shift"))
+        assert cleared["ok"] and cleared["shift"] == "none"
+        assert tx.wait(90) == 0, tx.log_text()[-3000:]
+    finally:
+        tx.stop()
+        rx.stop()
+    records = metrics(tmp_path / "tx.jsonl")
+    assert [r["batch"] for r in records] == list(range(7))
+    assert all(r["status"] == "ok" and r["policy"] == "auto" and r["gate"] is not None for r in records)
+    for r in records[:switch]:
+        assert (r["shift"], r["value_type"]) == ("none", "float32")
+        assert r["payload_bytes"] == 8 + (50 + r["n_train"]) * (4 + 4 * r["alpha"])
+    for r in records[switch : switch + 2]:
+        assert (r["shift"], r["value_type"]) == ("rotate:40", "int8")
+        assert r["payload_bytes"] == 8 + (50 + r["n_train"]) * (4 + r["alpha"])
+    assert records[-1]["shift"] == "none"
+    # The shift costs accuracy that the base alone does not have: the gate sees it.
+    assert max(r["gate"] for r in records[switch:switch + 2]) > min(r["gate"] for r in records[:switch])
+    assert "adapt_reset" in rx.log_text()
+    rx_records = metrics(tmp_path / "rx.jsonl")
+    assert all("gate" in r and r["policy"] == "auto" for r in rx_records)

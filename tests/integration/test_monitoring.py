@@ -1,0 +1,167 @@
+"""Monitoring with the real daemons on digits: /metrics counts match the metrics files, the monitor
+stream carries records and events, and ``semalign watch`` in tmux shows and steers a live link."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import msgpack
+import pytest
+import zmq
+from prometheus_client.parser import text_string_to_metric_families
+
+from common.runtime import free_tcp_port
+from common.telemetry.stream import MonitorMessage
+from tests.procs import ROOT, Daemon, metrics, wait_for
+from tx.control import ControlRequest
+from tx.ctl import request
+
+pytestmark = pytest.mark.slow
+
+
+def ep() -> str:
+    return f"tcp://127.0.0.1:{free_tcp_port()}"
+
+
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def start_pair(bundle: Path, tmp: Path, *tx_extra: str) -> tuple[Daemon, Daemon, dict[str, str], dict[str, int]]:
+    eps = {"data": ep(), "control": ep(), "tx_mon": ep(), "rx_mon": ep()}
+    ports = {"tx": free_tcp_port(), "rx": free_tcp_port()}
+    rx = Daemon("rx", ["--dataset", "digits", "--bundle", str(bundle), "--bind", eps["data"],
+                       "--metrics-out", str(tmp / "rx.jsonl"), "--monitor", eps["rx_mon"],
+                       "--prometheus-port", str(ports["rx"]), "--prometheus-addr", "127.0.0.1"], tmp / "rx.log")
+    tx = Daemon("tx", ["--dataset", "digits", "--bundle", str(bundle), "--endpoint", eps["data"],
+                       "--control", eps["control"], "--metrics-out", str(tmp / "tx.jsonl"),
+                       "--monitor", eps["tx_mon"], "--prometheus-port", str(ports["tx"]),
+                       "--prometheus-addr", "127.0.0.1", "--batches", "0", *tx_extra], tmp / "tx.log")
+    return rx, tx, eps, ports
+
+
+def test_metrics_scrape_and_monitor_stream_match_the_metrics_files(digits_bundle_dir: Path, tmp_path: Path) -> None:
+    rx, tx, eps, ports = start_pair(digits_bundle_dir, tmp_path, "--interval", "0.1", "--max-inflight", "1")
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.connect(eps["tx_mon"])
+    sub.connect(eps["rx_mon"])
+    rogue = ctx.socket(zmq.DEALER)
+    rogue.setsockopt(zmq.LINGER, 0)
+    rogue.connect(eps["data"])
+    seen: list[MonitorMessage] = []
+
+    def drain() -> None:
+        while sub.poll(0):
+            seen.append(MonitorMessage.decode(sub.recv_multipart()))
+
+    try:
+        wait_for(lambda: drain() or len(metrics(tmp_path / "tx.jsonl")) >= 2, 60, "two acknowledged batches")
+        assert not request(eps["control"], ControlRequest("set-modulation", "1024qam"))["ok"]
+        switch = request(eps["control"], ControlRequest("set-modulation", "64qam"))["effective_from_batch"]
+        rogue.send_multipart([msgpack.packb({"kind": "batch", "v": 1}), b"junk"])
+        rogue.send(b"\xc1 not msgpack")
+        wait_for(lambda: drain() or len(metrics(tmp_path / "tx.jsonl")) >= switch + 2, 60, "two batches at 64qam")
+        request(eps["control"], ControlRequest("pause"))
+        wait_for(lambda: request(eps["control"], ControlRequest("status"))["status"]["inflight"] == 0, 30,
+                 "TX to settle")
+        time.sleep(0.3)
+        drain()
+        tx_m, rx_m = scrape(ports["tx"]), scrape(ports["rx"])
+    finally:
+        tx.stop()
+        rx.stop()
+        sub.close(0)
+        rogue.close(0)
+        ctx.term()
+    tx_rows, rx_rows = metrics(tmp_path / "tx.jsonl"), metrics(tmp_path / "rx.jsonl")
+    n = len(tx_rows)
+    assert n >= switch + 2 and all(r["status"] == "ok" for r in tx_rows) and len(rx_rows) == n
+    for m in (tx_m, rx_m):
+        assert m[("semalign_batches_total", (("status", "ok"),))] == n
+        for name in ("comm", "finetune", "classify", "e2e"):
+            assert m[(f"semalign_latency_{name}_seconds_count", ())] == n
+        assert m[("semalign_latency_e2e_seconds_sum", ())] == pytest.approx(
+            sum(r["latency_e2e_s"] for r in tx_rows), rel=1e-6)
+        assert m[("semalign_resends_total", ())] == 0
+        assert m[("semalign_frames_lost_total", ())] == 0 and m[("semalign_vectors_lost_total", ())] == 0
+        assert (m[("semalign_bits_per_symbol", ())], m[("semalign_alpha", ())]) == (6, 30)
+        assert m[("semalign_monitor_dropped_total", ())] == 0
+    assert tx_m[("semalign_n_max", ())] == 191
+    assert tx_m[("semalign_accuracy", ())] == tx_rows[-1]["accuracy"]
+    assert tx_m[("semalign_control_total", (("result", "refused"),))] == 1
+    assert tx_m[("semalign_control_total", (("result", "ok"),))] >= 3  # set-modulation, pause, status polls
+    assert rx_m[("semalign_rejected_total", (("code", "envelope"),))] == 2
+    bound = tx_rows[-1]["latency_comm_bound_s"]
+    assert tx_m[("semalign_sync_bound_seconds", ())] == pytest.approx(bound)
+    # The stream: every row as a record (instants left out), the control change and the rejections.
+    records = {(m.role, m.data["batch"]) for m in seen if m.topic == "record"}
+    assert {("tx", r["batch"]) for r in tx_rows} <= records and {("rx", r["batch"]) for r in rx_rows} <= records
+    events = [(m.role, m.data) for m in seen if m.topic == "event"]
+    assert any(role == "tx" and e["name"] == "control" and e.get("effective_from_batch") == switch
+               for role, e in events)
+    assert any(role == "tx" and e["name"] == "control" and not e["ok"] and "1024qam" in e["error"]
+               for role, e in events)
+    assert sum(1 for role, e in events if role == "rx" and e["name"] == "rejected") == 2
+    assert {m.role for m in seen if m.topic == "status"} == {"tx", "rx"}
+
+
+def capture(session: str) -> str:
+    return subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True,
+                          timeout=10).stdout
+
+
+def batch_rows(screen: str, modulation: str) -> list[int]:
+    """Batch numbers of the table rows showing ``modulation``."""
+    return [int(m.group(1)) for m in re.finditer(rf"^\s*(\d+)\s+{modulation}\s+\d+\s+\d+\s+[\d.]+", screen, re.M)]
+
+
+def showing(screen: str, modulation: str, rows: int) -> str | None:
+    """The screen if its header shows ``modulation`` and its table at least ``rows`` batches of it."""
+    ok = f"modulation: {modulation}" in screen and len(batch_rows(screen, modulation)) >= rows
+    return screen if ok else None
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (apt-get install tmux)")
+def test_watch_in_tmux_shows_the_link_and_a_key_changes_the_modulation(digits_bundle_dir: Path,
+                                                                       tmp_path: Path) -> None:
+    pytest.importorskip("textual")
+    rx, tx, eps, _ = start_pair(digits_bundle_dir, tmp_path, "--interval", "0.25", "--max-inflight", "1")
+    session = f"semalign-watch-{free_tcp_port()}"
+    command = (f"cd {ROOT} && PYTHONPATH={ROOT} {sys.executable} -m common.cli watch "
+               f"--tx {eps['tx_mon']} --rx {eps['rx_mon']}")
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "160", "-y", "50", command],
+                   check=True, timeout=10)
+    try:
+        screen = wait_for(lambda: showing(capture(session), "256qam", 3), 60,
+                          "the header and three batches at 256qam", interval=0.3)
+        assert f"TX live at {eps['tx_mon']}" in screen and f"RX live at {eps['rx_mon']}" in screen
+        assert "accuracy per batch" in screen and "comm / C / D per batch" in screen
+        subprocess.run(["tmux", "send-keys", "-t", session, "m"], check=True, timeout=10)
+        wait_for(lambda: "modulation for the next batch" in capture(session), 10, "the modulation picker")
+        subprocess.run(["tmux", "send-keys", "-t", session, "Up", "Enter"], check=True, timeout=10)
+        screen = wait_for(lambda: showing(capture(session), "64qam", 2), 60,
+                          "the header and two batches at 64qam", interval=0.3)
+        assert "applied from batch" in " ".join(screen.split())
+        first_64 = min(batch_rows(screen, "64qam"))
+        assert all(b < first_64 for b in batch_rows(screen, "256qam"))
+        subprocess.run(["tmux", "send-keys", "-t", session, "q"], check=True, timeout=10)
+        wait_for(lambda: subprocess.run(["tmux", "has-session", "-t", session], capture_output=True,
+                                        timeout=10).returncode != 0, 15, "watch to quit on q")
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True, timeout=10)
+        tx.stop()
+        rx.stop()
+    rows = metrics(tmp_path / "tx.jsonl")
+    assert any(r["modulation"] == "64qam" for r in rows) and rows[0]["modulation"] == "256qam"
