@@ -34,6 +34,8 @@ class FitStats:
     gate: float | None = None
     #: What alignment did: fit, skip, strong, reset, duplicate, ... (``common.ml.policy``).
     action: str = "fit"
+    #: The adapter bank entry (its alpha) this alpha's adapter started from; None: no bank.
+    bank_entry: float | None = None
 
 
 def train_epochs(

@@ -121,6 +121,13 @@ class Bank:
     def alphas(self) -> tuple[int, ...]:
         return tuple(sorted(self.deltas))
 
+    def entry(self, alpha: int, how: BankStart = BankStart.NEAREST) -> float:
+        """The bank alpha ``start`` uses for ``alpha``: the nearest entry, or ``alpha`` itself when
+        it is a blend of its two neighbours."""
+        if how is BankStart.BLEND and any(a < alpha for a in self.alphas) and any(a > alpha for a in self.alphas):
+            return float(alpha)
+        return float(min(self.alphas, key=lambda a: (abs(a - alpha), -a)))
+
     def start(self, alpha: int, how: BankStart = BankStart.NEAREST) -> list[torch.Tensor]:
         """The update per layer RX starts ``alpha`` from (nearest entry, or neighbours' blend)."""
         alphas = self.alphas

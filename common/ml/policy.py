@@ -33,6 +33,7 @@ class _Slot:
     """The state of one alpha: its adapter's weights and where it started."""
 
     start: list[torch.Tensor] | None  # weight updates from the bank, None: the plain base
+    entry: float | None = None  # the bank alpha the start came from (a blend: alpha itself)
     adapter: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # None: fresh (identity)
     batches: int = 0
     seen: collections.OrderedDict[int, None] = field(default_factory=collections.OrderedDict)
@@ -79,8 +80,11 @@ class Aligner:
         """Load ``alpha``'s start and adapter into the working model."""
         slot = self._slots.get(alpha)
         if slot is None:
-            start = self.bank.start(alpha, self.bank_start) if self.bank is not None else None
-            slot = self._slots[alpha] = _Slot(start)
+            if self.bank is None:
+                slot = self._slots[alpha] = _Slot(None)
+            else:
+                slot = self._slots[alpha] = _Slot(self.bank.start(alpha, self.bank_start),
+                                                  self.bank.entry(alpha, self.bank_start))
         # The working model already holds this alpha's state unless another alpha (or a reset
         # from outside) was loaded since: re-copying the weights every batch costs more than
         # the gate (about 5 ms for the MNIST MLP).
@@ -122,7 +126,7 @@ class Aligner:
 
         def done(action: str, epochs: int = 0, loss: float = float("nan"), gate: float | None = None) -> FitStats:
             return FitStats((monotonic_ns() - start) / 1e9, n if epochs else 0, epochs, loss,
-                            gate=gate, action=action)
+                            gate=gate, action=action, bank_entry=slot.entry)
 
         if batch is not None and batch in slot.seen:
             return done("duplicate")

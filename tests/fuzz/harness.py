@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from common.errors import PayloadError, SemalignError
+from common.errors import InternalError, PayloadError, SemalignError
 from common.wire import messages
 from common.wire import payload as wire
 from tx.control import ControlRequest
@@ -86,7 +86,10 @@ def _handle(handler: Any, rest: bytes) -> None:
         body = rest[2:]
         frames = [memoryview(body[:cut]), memoryview(body[cut:])] if cut < len(body) else [memoryview(body)]
     handled = handler.handle(frames)
-    messages.decode_reply(handled.reply)
+    reply = messages.decode_reply(handled.reply)
+    # A reply is not enough: internal_error is a bug of ours answered politely.
+    if isinstance(reply, messages.ErrorReply) and reply.code == InternalError.code:
+        raise AssertionError(f"internal error on a fuzzed input: {reply.message}")
 
 
 def handler_input(envelope: bytes, frame: bytes) -> bytes:

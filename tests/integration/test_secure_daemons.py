@@ -59,6 +59,12 @@ def test_secured_daemons_admit_only_listed_keys(digits_bundle_dir: Path, tmp_pat
         sock.send_multipart([messages.Hello(bundle="0" * 64, role="tx").encode()])  # queued: no IMMEDIATE
         assert not sock.poll(1500)
         sock.close(0)
+        # `semalign watch` steers through the same keys (--key, --tx-peer) as its monitor stream.
+        from common.tools.watch.app import default_control
+
+        assert default_control(ctl, "status", None, security=operator)["ok"]
+        with pytest.raises(TransportError):
+            default_control(ctl, "pause", None)
         status = request(ctl, ControlRequest("resume"), security=operator)
         assert status["ok"] and status["status"]["control_refused"] >= 1
         assert tx.wait(90) == 0, tx.log_text()[-3000:]

@@ -25,6 +25,7 @@ from common.modulation import Modulation
 from common.telemetry.stream import number
 from common.tools.watch.source import Source
 from common.tools.watch.state import Event, WatchState
+from common.transport.security import SecurityConfig
 
 #: A control request: (TX's control endpoint, command, argument) -> TX's decoded reply.
 Control = Callable[[str, str, "str | int | None"], dict[str, Any]]
@@ -40,11 +41,13 @@ MODULATIONS = tuple(m.value for m in Modulation)
 _LEVEL_STYLE = {"info": "", "warning": "yellow", "error": "bold red"}
 
 
-def default_control(endpoint: str, cmd: str, arg: str | int | None) -> dict[str, Any]:
+def default_control(endpoint: str, cmd: str, arg: str | int | None, *,
+                    security: SecurityConfig | None = None) -> dict[str, Any]:
+    """A control request as ``semalign ctl`` sends it (CURVE with ``security``'s keys)."""
     from tx.control import ControlRequest
     from tx.ctl import request
 
-    return request(endpoint, ControlRequest(cmd, arg), timeout_s=2.0, tries=2)
+    return request(endpoint, ControlRequest(cmd, arg), timeout_s=2.0, tries=2, security=security)
 
 
 class ModulationScreen(ModalScreen[str | None]):

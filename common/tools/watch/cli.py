@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 from pathlib import Path
 
 from common.transport.security import SecurityConfig
@@ -21,14 +22,17 @@ def watch_main(argv: list[str]) -> int:
     p.add_argument("--screenshot-after", type=float, default=15.0, metavar="S")
     p.add_argument("--size", default="160x50", help="columns x rows of --screenshot")
     args = p.parse_args(argv)
-    from common.tools.watch.app import WatchApp
+    from common.tools.watch.app import WatchApp, default_control
     from common.tools.watch.source import MonitorSource
 
     endpoints = [args.tx] + ([args.rx] if args.rx else [])
     security = SecurityConfig(key=args.key) if args.key else SecurityConfig()
     peers = {args.tx: args.tx_peer, **({args.rx: args.rx_peer} if args.rx else {})}
     source = MonitorSource(endpoints, security=security, peers={k: v for k, v in peers.items() if v})
-    app = WatchApp(source, args.tx, args.rx, control_endpoint=args.control)
+    # TX's control socket is secured with TX's key, as its monitor stream is.
+    control_security = SecurityConfig(key=args.key, peer=args.tx_peer) if args.key else None
+    app = WatchApp(source, args.tx, args.rx, control_endpoint=args.control,
+                   control=functools.partial(default_control, security=control_security))
     if args.screenshot is None:
         app.run()
         return 0

@@ -93,8 +93,10 @@ def test_bank_bundle_loads_hashes_its_adapters_and_refuses_tampering(bank_bundle
     x, y = received(bundle, 10, n=300, seed=7)
     base = aligner(bundle, AlignPolicy.CONTINUAL)
     banked = aligner(bundle, AlignPolicy.BANK)
-    for a in (base, banked):
-        a.fit(x[:0], y[:0], alpha=10)
+    stats = [a.fit(x[:0], y[:0], alpha=10) for a in (base, banked)]
+    # Every batch says which bank entry its adapter started from (the Prometheus gauge).
+    assert stats[0].bank_entry is None and stats[1].bank_entry == 10.0
+    assert bank.entry(12, BankStart.NEAREST) == 10.0 and bank.entry(15, BankStart.BLEND) == 15.0
     acc = [float((torch.from_numpy(a.predict(x).astype(np.int64)) == y).float().mean()) for a in (base, banked)]
     assert acc[1] > acc[0], acc
     # bench align's start comparison: the base and both starts, on the validation half.
