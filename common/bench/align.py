@@ -25,7 +25,7 @@ import zmq
 
 from common.bench.paper import LoopbackLink, int_list, sources
 from common.bench.report import machine, mean_std, write_csv
-from common.data.spec import DATASET_NAMES, LINK_DEFAULTS, Dataset, load_dataset
+from common.data.spec import DATASET_NAMES, Dataset, get_spec, load_dataset
 from common.errors import BenchError
 from common.ml.adapt import AdaptConfig, AdaptMode
 from common.ml.bundle import Bundle, load_bundle
@@ -159,7 +159,7 @@ def run_cell(cell: Cell) -> list[dict[str, Any]]:
     src = sources(dataset, cell.split, cell.eval_images)
     sc = cell.scenario
     value_type = wire.ValueType.parse(sc.value_type)
-    link_defaults = LINK_DEFAULTS[cell.dataset]
+    link_defaults = get_spec(cell.dataset).link
     modulation = Modulation.parse(cell.modulation)
     b_max = byte_budget(modulation, link_defaults.symbols_per_window, link_defaults.code_rate)
     t = link_defaults.t

@@ -36,11 +36,11 @@ from common.bench.report import (
     write_csv,
 )
 from common.clock import realtime_ns
-from common.data.spec import DATASET_NAMES, LINK_DEFAULTS, Dataset, Split, load_dataset
+from common.data.spec import DATASET_NAMES, Dataset, Split, get_spec, load_dataset
 from common.errors import BenchError, ConfigError, TransportError, Unreachable
 from common.log import progress
 from common.ml.adapt import AdaptConfig, Adapter, AdaptMode
-from common.ml.bundle import PRETRAIN_DEFAULTS, Bundle, default_bundle_dir
+from common.ml.bundle import Bundle, default_bundle_dir
 from common.ml.config import AlignPolicy
 from common.ml.model import load_model
 from common.ml.policy import Aligner
@@ -412,7 +412,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--alphas", type=int_list, help="comma-separated alphas (default 150,140,...,40)")
     p.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of none,lora,e2e")
     p.add_argument("--modulation", default=DEFAULT_MODULATION)
-    p.add_argument("--t", type=int, help="test vectors per batch (default: LINK_DEFAULTS)")
+    p.add_argument("--t", type=int, help="test vectors per batch (default: the dataset spec's)")
     p.add_argument("--symbols-per-window", type=int)
     p.add_argument("--code-rate", type=float)
     p.add_argument("--b-max", type=int, help="byte budget; overrides the modulation's")
@@ -432,7 +432,7 @@ def parser() -> argparse.ArgumentParser:
 
 def paper_plan_from_args(args: argparse.Namespace) -> PaperPlan:
     """The ``PaperPlan`` the command line asks for, validated; ``BudgetError`` if an alpha cannot fit."""
-    link = LINK_DEFAULTS[args.dataset]
+    link = get_spec(args.dataset).link
     modulation = Modulation.parse(args.modulation)
     t = args.t if args.t is not None else link.t
     b_max = args.b_max or byte_budget(modulation, args.symbols_per_window or link.symbols_per_window,
@@ -463,7 +463,7 @@ def paper_main(argv: list[str]) -> int:
     plan = paper_plan_from_args(args)
     torch.set_num_threads(plan.threads)
     started = time.monotonic()
-    dims = PRETRAIN_DEFAULTS[plan.dataset].dims
+    dims = get_spec(plan.dataset).pretrain.dims
     bundle_dir = args.bundle or default_bundle_dir(plan.dataset)
     print(f"bundle: {bundle_dir} (pre-trained end to end at {dims} PCA dims; built if absent)", flush=True)
     bundle = ensure_bundle(plan.dataset, out=bundle_dir, data_dir=args.data_dir, dims=dims)

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from common.clock import NS_PER_S, monotonic_ns
-from common.data.spec import DATASET_NAMES, LINK_DEFAULTS
+from common.data.spec import DATASET_NAMES, get_spec
 from common.errors import ConfigError, TransportError
 from common.metrics import read_metrics
 from common.modulation import Modulation, byte_budget
@@ -487,7 +487,7 @@ def system_main(argv: list[str]) -> int:
         raise ConfigError(f"--only: expected a subset of {','.join(SECTIONS)}, got {bad}")
     alphas = _ints(args.alphas, "alphas")
     threads = _ints(args.threads, "threads")
-    link = LINK_DEFAULTS[args.dataset]
+    link = get_spec(args.dataset).link
     b_max = byte_budget(Modulation.parse(args.modulation), link.symbols_per_window, link.code_rate)
     result: dict[str, Any] = {"machine": machine(), "b_max": b_max, "t": link.t}
     print(f"machine: {result['machine']}; {args.modulation} B_max={b_max} t={link.t}", flush=True)

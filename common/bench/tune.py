@@ -27,11 +27,11 @@ from common.bench.paper import (
     sources,
 )
 from common.bench.report import mean_std, write_csv
-from common.data.spec import DATASET_NAMES, LINK_DEFAULTS, load_dataset
+from common.data.spec import DATASET_NAMES, get_spec, load_dataset
 from common.errors import BenchError
 from common.log import progress
 from common.ml.adapt import AdaptConfig, Adapter, AdaptMode
-from common.ml.bundle import PRETRAIN_DEFAULTS, default_bundle_dir
+from common.ml.bundle import default_bundle_dir
 from common.ml.model import load_model
 from common.ml.pretrain import ensure_bundle
 from common.modulation import Modulation, byte_budget
@@ -81,10 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     base = adapt_config(args)
     grid = parse_grid(args.grid)
-    link = LINK_DEFAULTS[args.dataset]
+    link = get_spec(args.dataset).link
     b_max = byte_budget(Modulation.parse(args.modulation), link.symbols_per_window, link.code_rate)
     bundle = ensure_bundle(args.dataset, out=args.bundle or default_bundle_dir(args.dataset),
-                           data_dir=args.data_dir, dims=PRETRAIN_DEFAULTS[args.dataset].dims)
+                           data_dir=args.data_dir, dims=get_spec(args.dataset).pretrain.dims)
     src = sources(load_dataset(args.dataset, args.data_dir), "validation")
     print(f"validation: fine-tune samples from pool[:{len(src.pool.y)}], scored on the other "
           f"{len(src.evaluation.y)} pool images; B_max={b_max}, t={link.t}; base {base}", flush=True)

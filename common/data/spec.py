@@ -159,10 +159,6 @@ DATASETS: Final[Mapping[str, DatasetSpec]] = MappingProxyType(
     {spec.name: spec for spec in (DIGITS, MNIST, FASHION_MNIST)}
 )
 DATASET_NAMES: Final[tuple[str, ...]] = tuple(DATASETS)
-#: A view of the registry for callers that index link defaults by dataset name.
-LINK_DEFAULTS: Final[Mapping[str, LinkDefaults]] = MappingProxyType(
-    {name: spec.link for name, spec in DATASETS.items()}
-)
 
 
 def get_spec(name: str) -> DatasetSpec:

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from common.data.spec import DATASETS
+from common.data.spec import get_spec
 from common.errors import BundleError
 from common.ml.pca import PCACodec
 
@@ -61,10 +61,9 @@ class PretrainConfig:
     seed: int = 0
 
 
-#: Per-dataset defaults, from the dataset specs: enough PCA dims for every alpha the demo uses.
-PRETRAIN_DEFAULTS: dict[str, PretrainConfig] = {
-    name: PretrainConfig(**asdict(spec.pretrain)) for name, spec in DATASETS.items()
-}
+def pretrain_defaults(dataset: str) -> PretrainConfig:
+    """The dataset spec's pre-training defaults: enough PCA dims for every alpha the demo uses."""
+    return PretrainConfig(**asdict(get_spec(dataset).pretrain))
 
 
 @dataclass(frozen=True)

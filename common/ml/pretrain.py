@@ -22,7 +22,6 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from common.data.spec import Dataset, load_dataset
-from common.errors import BundleError
 from common.ml.adapt import train_epochs
 from common.ml.bank import BankConfig, distill, encode_adapter
 from common.ml.bundle import (
@@ -31,7 +30,6 @@ from common.ml.bundle import (
     FORMAT,
     MEAN_FILE,
     META_FILE,
-    PRETRAIN_DEFAULTS,
     SCALE_FILE,
     WEIGHTS_FILE,
     Bundle,
@@ -41,6 +39,7 @@ from common.ml.bundle import (
     bundle_hash,
     default_bundle_dir,
     load_bundle,
+    pretrain_defaults,
     sha256_file,
 )
 from common.ml.model import MLP
@@ -196,9 +195,7 @@ def ensure_bundle(
         if (bundle.meta.dataset == dataset and (dims is None or bundle.dims == dims)
                 and bundle.codec.scale is not None and set(bank) <= set(bundle.meta.bank)):
             return bundle
-    base = PRETRAIN_DEFAULTS.get(dataset)
-    if base is None:
-        raise BundleError(f"no pre-training defaults for dataset {dataset!r}")
+    base = pretrain_defaults(dataset)  # DatasetError naming the choices for an unknown one
     config = PretrainConfig(**{**asdict(base), "dims": dims or base.dims})
     ds = load_dataset(dataset, data_dir)
     codec, model, acc = pretrain(ds, config, on_epoch=on_epoch)

@@ -16,7 +16,7 @@ from common.bench.paper import paper_main
 from common.bench.report import PAPER_COLUMNS, goals, time_to_target
 from common.bench.system import system_main
 from common.bench.tune import parse_grid
-from common.data.spec import LINK_DEFAULTS
+from common.data.spec import get_spec
 from common.errors import ConfigError
 from common.ml.adapt import AdaptConfig, Adapter, AdaptMode
 from common.ml.model import MLP
@@ -51,7 +51,7 @@ def test_bench_paper_writes_one_row_per_alpha_seed_method(
     assert tuple(columns) == PAPER_COLUMNS
     assert sorted((int(r["alpha"]), r["method"]) for r in rows) == sorted(
         (a, m) for a in (30, 20) for m in ("none", "lora", "e2e"))
-    t = LINK_DEFAULTS["digits"].t
+    t = get_spec("digits").link.t
     for r in rows:
         for key in ("accuracy", "batch_accuracy"):
             assert 0.0 <= float(r[key]) <= 1.0, (key, r)

@@ -684,7 +684,6 @@ def test_digits_cannot_be_downloaded(tmp_path: Path) -> None:
 def test_one_spec_per_dataset(name: str) -> None:
     s = spec.get_spec(name)
     assert s.name == name and spec.DATASETS[name] is s
-    assert spec.LINK_DEFAULTS[name] is s.link
     assert s.dim == s.image_shape[0] * s.image_shape[1] and s.num_classes == 10
     assert s.pretrain.dims <= s.dim
     # A downloadable dataset has a checksum for each of its files and a mirror to fetch them.

@@ -9,14 +9,14 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from common.data.spec import load_dataset
-from common.ml.bundle import PRETRAIN_DEFAULTS, PretrainConfig
+from common.ml.bundle import PretrainConfig, pretrain_defaults
 from common.ml.pretrain import PRETRAIN_THREADS, build_bank, pretrain, save_bundle
 
 
 @pytest.mark.parametrize("threads", [2])
 def test_same_bundle_hash_whatever_the_thread_count(tmp_path: Path, threads: int) -> None:
     ds = load_dataset("digits")
-    config = PretrainConfig(**{**PRETRAIN_DEFAULTS["digits"].__dict__, "epochs": 10})
+    config = PretrainConfig(**{**pretrain_defaults("digits").__dict__, "epochs": 10})
     hashes = []
     before = torch.get_num_threads()
     try:
