@@ -99,12 +99,22 @@ class _CachedFirstLayer(nn.Module):
         return out
 
 
-def _lora_trainer(model: nn.Module, x: torch.Tensor) -> tuple[nn.Module, torch.Tensor]:
+def lora_trainer(model: nn.Module, x: torch.Tensor) -> tuple[nn.Module, torch.Tensor]:
     """What ``train_epochs`` should train and feed: the cached-first-layer view when it applies."""
     net = getattr(model, "net", None)
     if isinstance(net, nn.Sequential) and len(net) > 1 and isinstance(net[0], LoRALinear):
         return _CachedFirstLayer(net, x), torch.arange(x.shape[0])
     return model, x
+
+
+@torch.inference_mode()
+def predict_classes(model: nn.Module, x: torch.Tensor) -> npt.NDArray[np.uint8]:
+    """Class indices [n] uint8 of ``model`` on ``x`` [n, D], in eval mode."""
+    if x.shape[0] == 0:
+        return np.zeros(0, dtype=np.uint8)
+    model.eval()
+    out: npt.NDArray[np.uint8] = model(x).argmax(dim=1).to(torch.uint8).numpy()
+    return out
 
 
 class Adapter:
@@ -134,7 +144,7 @@ class Adapter:
             return FitStats((monotonic_ns() - start) / 1e9, 0, 0, float("nan"))
         if cfg.mode is AdaptMode.LORA:
             model = self._reset_lora(gen)
-            trainer, inputs = _lora_trainer(model, x)
+            trainer, inputs = lora_trainer(model, x)
             loss = train_epochs(
                 trainer, lora_parameters(self._adapters), inputs, y,
                 epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, generator=gen,
@@ -157,11 +167,6 @@ class Adapter:
             adapter.reset_adapter(gen)
         return self._lora_model
 
-    @torch.inference_mode()
     def predict(self, x: torch.Tensor) -> npt.NDArray[np.uint8]:
         """Class indices [n] uint8 for ``x`` [n, D] under the currently adapted model."""
-        if x.shape[0] == 0:
-            return np.zeros(0, dtype=np.uint8)
-        self.model.eval()
-        out: npt.NDArray[np.uint8] = self.model(x).argmax(dim=1).to(torch.uint8).numpy()
-        return out
+        return predict_classes(self.model, x)

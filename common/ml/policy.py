@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from common.clock import monotonic_ns
-from common.ml.adapt import FitStats, _lora_trainer, train_epochs
+from common.ml.adapt import FitStats, lora_trainer, predict_classes, train_epochs
 from common.ml.bank import Bank, BankStart, apply_start
 from common.ml.config import AdaptConfig, AlignPolicy
 from common.ml.lora import LoRALinear, inject_lora, lora_parameters
@@ -152,18 +152,13 @@ class Aligner:
                 return done("skip" if action == "fit" else "reset_skip", gate=gate)
             if gate > cfg.gate_strong:
                 epochs, lr, action = cfg.strong_epochs, cfg.strong_lr, "strong" if action == "fit" else "reset_strong"
-        trainer, inputs = _lora_trainer(self.model, x)
+        trainer, inputs = lora_trainer(self.model, x)
         loss = train_epochs(trainer, lora_parameters(self._adapters), inputs, y,
                             epochs=epochs, lr=lr, batch_size=cfg.batch_size, generator=gen)
         slot.adapter = [(a.lora_A.detach().clone(), a.lora_B.detach().clone()) for a in self._adapters]
         slot.batches += 1
         return done(action, epochs, loss, gate)
 
-    @torch.inference_mode()
     def predict(self, x: torch.Tensor) -> npt.NDArray[np.uint8]:
         """Class indices [n] uint8 for ``x`` [n, D] under the current alpha's model."""
-        if x.shape[0] == 0:
-            return np.zeros(0, dtype=np.uint8)
-        self.model.eval()
-        out: npt.NDArray[np.uint8] = self.model(x).argmax(dim=1).to(torch.uint8).numpy()
-        return out
+        return predict_classes(self.model, x)

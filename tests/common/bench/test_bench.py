@@ -128,12 +128,12 @@ def test_cached_first_layer_trains_exactly_like_the_plain_lora_model() -> None:
     fast = Adapter(base, AdaptConfig(epochs=3, lr=1e-2, batch_size=16))
     fast_stats = fast.fit(x, y, seed=2)
     plain = Adapter(base, AdaptConfig(epochs=3, lr=1e-2, batch_size=16))
-    original = adapt._lora_trainer
-    adapt._lora_trainer = lambda model, inputs: (model, inputs)
+    original = adapt.lora_trainer
+    adapt.lora_trainer = lambda model, inputs: (model, inputs)
     try:
         plain_stats = plain.fit(x, y, seed=2)
     finally:
-        adapt._lora_trainer = original
+        adapt.lora_trainer = original
     assert math.isclose(fast_stats.final_loss, plain_stats.final_loss, rel_tol=1e-6)
     with torch.no_grad():
         torch.testing.assert_close(fast.model(x), plain.model(x), rtol=1e-5, atol=1e-6)
