@@ -8,6 +8,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from common.config import as_enum
 from common.data.spec import LinkDefaults
 from common.errors import BudgetError, ConfigError
 from common.modulation import Modulation, byte_budget, proportional_alpha
@@ -24,12 +25,8 @@ class AlphaPolicy(enum.StrEnum):
 
     @classmethod
     def parse(cls, text: str | AlphaPolicy) -> AlphaPolicy:
-        """A policy from its name (any case); ``ConfigError`` naming the choices otherwise."""
-        try:
-            return cls(str(text).strip().lower())
-        except ValueError:
-            names = ", ".join(p.value for p in cls)
-            raise ConfigError(f"alpha policy: expected one of {names}, got {text!r}") from None
+        """A member from its name (any case); ``ConfigError`` naming the choices otherwise."""
+        return as_enum(cls, "alpha_policy", text)
 
 
 class LinkPolicy(enum.StrEnum):

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.config import as_enum
 from common.errors import BundleError, ConfigError
 from common.ml.bundle import Bundle, bank_file
 from common.ml.lora import LoRALinear, inject_lora, lora_parameters
@@ -52,12 +53,8 @@ class BankStart(enum.Enum):
 
     @classmethod
     def parse(cls, text: str | BankStart) -> BankStart:
-        if isinstance(text, BankStart):
-            return text
-        try:
-            return cls(str(text).lower())
-        except ValueError:
-            raise ConfigError(f"unknown bank start {text!r}: expected nearest or blend") from None
+        """A member from its name (any case); ``ConfigError`` naming the choices otherwise."""
+        return as_enum(cls, "adapt.bank_start", text)
 
 
 def parse_alphas(text: str, dims: int) -> tuple[int, ...]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from common.config import CHOICES
+from common.config import CHOICES, as_enum
 from common.errors import ConfigError
 
 
@@ -20,14 +20,8 @@ class AdaptMode(enum.Enum):
 
     @classmethod
     def parse(cls, text: str | AdaptMode) -> AdaptMode:
-        if isinstance(text, AdaptMode):
-            return text
-        try:
-            return cls(str(text).lower())
-        except ValueError:
-            raise ConfigError(
-                f"unknown adaptation mode {text!r}: expected one of lora, e2e, none"
-            ) from None
+        """A member from its name (any case); ``ConfigError`` naming the choices otherwise."""
+        return as_enum(cls, "adapt.mode", text)
 
 
 class AlignPolicy(enum.Enum):
@@ -44,13 +38,8 @@ class AlignPolicy(enum.Enum):
 
     @classmethod
     def parse(cls, text: str | AlignPolicy) -> AlignPolicy:
-        if isinstance(text, AlignPolicy):
-            return text
-        try:
-            return cls(str(text).lower())
-        except ValueError:
-            names = ", ".join(p.value for p in cls)
-            raise ConfigError(f"unknown alignment policy {text!r}: expected one of {names}") from None
+        """A member from its name (any case); ``ConfigError`` naming the choices otherwise."""
+        return as_enum(cls, "adapt.policy", text)
 
 
 BANK_STARTS = ("nearest", "blend")
