@@ -309,10 +309,20 @@ def field_docs(cls: type[Any]) -> dict[str, str]:
         else:
             for name in current:
                 docs[name] = f"{docs.get(name, '')} {stripped}".strip()
+    # Base classes first, so a field a subclass redeclares keeps the subclass's comment.
+    for klass in reversed(cls.__mro__):
+        if dataclasses.is_dataclass(klass):
+            docs.update(_comment_docs(klass))
+    return docs
+
+
+def _comment_docs(cls: type[Any]) -> dict[str, str]:
+    """The ``#:`` comment above each field in ``cls``'s own source."""
     try:
         source = inspect.getsource(cls)
     except (OSError, TypeError):
-        return docs
+        return {}
+    docs: dict[str, str] = {}
     comment: list[str] = []
     for line in source.splitlines():
         stripped = line.strip()

@@ -12,19 +12,14 @@ from common.data.spec import DATASET_NAMES
 from common.errors import ConfigError
 from common.ml.config import AdaptConfig
 from common.radio.pluto import PlutoConfig
+from common.settings import LOG_LEVELS, DaemonSettings
 from common.transport.security import SecurityConfig
-
-LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 @dataclass(frozen=True)
-class RxConfig:
+class RxConfig(DaemonSettings):
     #: Dataset of the bundle (selects the default bundle directory).
     dataset: str = field(default="digits", metadata={CHOICES: DATASET_NAMES})
-    #: Directory with the IDX files (mnist, fashion-mnist).
-    data_dir: str | None = None
-    #: Bundle directory (default: the cache dir of the dataset).
-    bundle: str | None = None
     #: RX's data endpoint, which RX binds.
     bind: str = "tcp://127.0.0.1:5555"
     adapt: AdaptConfig = field(default_factory=AdaptConfig)
@@ -34,24 +29,6 @@ class RxConfig:
     max_message_bytes: int = 64 * 1024 * 1024
     #: The local ADALM-Pluto, for batches TX sends over the air (transport pluto).
     pluto: PlutoConfig | None = None
-    #: Append one JSON object per batch to this file.
-    metrics_out: str | None = None
-    #: Least severe log level printed.
-    log_level: str = field(default="info", metadata={CHOICES: LOG_LEVELS})
-    #: gpsd as HOST[:PORT] for clock sync state, or "off".
-    gpsd: str = "127.0.0.1:2947"
-    #: chronyc's -h target (default: chronyc's own).
-    chrony_socket: str | None = None
-    #: Seconds between clock sync state readings.
-    sync_interval_s: float = 300.0
-    #: Bind the monitor stream (ZeroMQ PUB) for `semalign watch` here, e.g. tcp://127.0.0.1:5557; off unless set.
-    monitor: str | None = None
-    #: Monitor messages queued per subscriber before new ones are dropped (and counted).
-    monitor_hwm: int = 1000
-    #: Serve Prometheus metrics (/metrics) on this port; off unless set (0: any free port).
-    prometheus_port: int | None = None
-    #: Address the Prometheus endpoint listens on.
-    prometheus_addr: str = "0.0.0.0"
     #: CURVE keys (docs/security.md): key = RX's secret certificate, allow = directory of the
     #: TX public certificates that may send batches.
     security: SecurityConfig = field(default_factory=SecurityConfig)

@@ -13,26 +13,22 @@ from common.errors import ConfigError
 from common.modulation import Modulation
 from common.phy.constellation import LABELLINGS
 from common.radio.pluto import PlutoConfig
+from common.settings import LOG_LEVELS, DaemonSettings
 from common.transport.base import BearerSettings, Transport, bearer_class
 from common.transport.security import SecurityConfig
 from common.wire.payload import ValueType
 from tx.plan import AlphaPolicy, LinkPolicy
 from tx.shift import parse_spec
 
-LOG_LEVELS = ("debug", "info", "warning", "error")
 VALUE_TYPES = tuple(v.name.lower() for v in ValueType)
 #: The transports a config file or flag may name.
 TRANSPORTS = (Transport.ZMQ.value, Transport.SIM.value, Transport.PLUTO.value)
 
 
 @dataclass(frozen=True)
-class TxConfig:
+class TxConfig(DaemonSettings):
     #: Dataset the test stream and the fine-tuning pool come from.
     dataset: str = field(default="digits", metadata={CHOICES: DATASET_NAMES})
-    #: Directory with the IDX files (mnist, fashion-mnist).
-    data_dir: str | None = None
-    #: Bundle directory (default: the cache dir of the dataset).
-    bundle: str | None = None
     #: RX's data endpoint, which TX connects to.
     endpoint: str = "tcp://127.0.0.1:5555"
     #: TX's control endpoint (request/reply), which TX binds.
@@ -67,10 +63,6 @@ class TxConfig:
     hello_timeout_s: float = 0.0
     #: Seed of the batches' sample choice.
     seed: int = 0
-    #: Append one JSON object per batch to this file.
-    metrics_out: str | None = None
-    #: Least severe log level printed.
-    log_level: str = field(default="info", metadata={CHOICES: LOG_LEVELS})
     # Not ``memory`` from a file or flag: the in-memory twin is for tests that build the config.
     #: zmq: payload bytes on the socket; sim: baseband samples through a channel process;
     #: pluto: baseband samples over the air from an ADALM-Pluto (needs the ``pluto`` section).
@@ -83,22 +75,8 @@ class TxConfig:
     #: Bit labelling of the radio frames TX sends (sim, pluto): gray (the project's) or 3gpp
     #: (TS 38.211 sec. 5.1). Each frame header says which, so RX needs no setting.
     labelling: str = field(default="gray", metadata={CHOICES: LABELLINGS})
-    #: gpsd as HOST[:PORT] for clock sync state, or "off".
-    gpsd: str = "127.0.0.1:2947"
-    #: chronyc's -h target (default: chronyc's own).
-    chrony_socket: str | None = None
-    #: Seconds between clock sync state readings.
-    sync_interval_s: float = 300.0
     #: Seconds between NTP-style clock probes to RX (offset estimate for unsynchronised clocks).
     clock_probe_interval_s: float = 5.0
-    #: Bind the monitor stream (ZeroMQ PUB) for `semalign watch` here, e.g. tcp://127.0.0.1:5557; off unless set.
-    monitor: str | None = None
-    #: Monitor messages queued per subscriber before new ones are dropped (and counted).
-    monitor_hwm: int = 1000
-    #: Serve Prometheus metrics (/metrics) on this port; off unless set (0: any free port).
-    prometheus_port: int | None = None
-    #: Address the Prometheus endpoint listens on.
-    prometheus_addr: str = "0.0.0.0"
     #: CURVE keys (docs/security.md): key = TX's secret certificate, peer = RX's public one,
     #: allow = directory of the operators' public certificates that may use the control socket.
     security: SecurityConfig = field(default_factory=SecurityConfig)

@@ -195,3 +195,38 @@ def test_config_modules_import_no_torch_zmq_or_radio_driver() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_field_docs_follow_base_classes_and_subclasses_win() -> None:
+    import dataclasses
+
+    from common.config import field_docs
+
+    @dataclasses.dataclass(frozen=True)
+    class Base:
+        #: from the base
+        shared: int = 1
+        #: base wording
+        renamed: int = 2
+
+    @dataclasses.dataclass(frozen=True)
+    class Child(Base):
+        #: the child's own
+        own: int = 3
+        #: child wording
+        renamed: int = 4
+
+    assert field_docs(Child) == {"shared": "from the base", "renamed": "child wording", "own": "the child's own"}
+
+
+def test_both_daemons_share_the_daemon_settings() -> None:
+    import dataclasses
+
+    from common.settings import DaemonSettings
+    from rx.config import RxConfig
+    from tx.config import TxConfig
+
+    shared = {f.name for f in dataclasses.fields(DaemonSettings)}
+    for cls in (TxConfig, RxConfig):
+        assert issubclass(cls, DaemonSettings) and shared <= {f.name for f in dataclasses.fields(cls)}
+    assert TxConfig(metrics_out="m.jsonl", gpsd="off").metrics_out == "m.jsonl"
