@@ -6,6 +6,7 @@ Everything here works on plain row dicts; the experiment that produces them is `
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import platform
@@ -167,6 +168,15 @@ def _pm(mean: float, std: float, digits: int) -> str:
 
 
 # -- output ------------------------------------------------------------------------------
+
+
+def write_json(out: Path, name: str, result: dict[str, Any]) -> Path:
+    """A benchmark's figures as ``out/name`` (sorted keys, indented), and say so."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / name
+    path.write_text(json.dumps(result, indent=2, sort_keys=True))
+    print(f"\nwrote {path}")
+    return path
 
 
 def write_csv(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:

@@ -9,7 +9,6 @@ the warm-up fraction, per 1,000 batches (goal: < 1 MB).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
@@ -162,7 +161,7 @@ def soak_main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     if args.batches < 10:
         raise BenchError(f"--batches: expected at least 10, got {args.batches}")
-    from common.bench.report import machine
+    from common.bench.report import machine, write_json
     from common.ml.bundle import default_bundle_dir
     from common.ml.pretrain import ensure_bundle
 
@@ -182,7 +181,5 @@ def soak_main(argv: list[str]) -> int:
               f"goal < {GOAL_MB_PER_1000:g}); fds {r['fds_start']} -> {r['fds_end']}, "
               f"{r['fds_per_1000']:+.2f} per 1,000 batches", flush=True)
     if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "soak.json").write_text(json.dumps(result, indent=2, sort_keys=True))
-        print(f"\nwrote {args.out / 'soak.json'}")
+        write_json(args.out, "soak.json", result)
     return 0

@@ -8,7 +8,6 @@ memory and sustained batch rate.
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import statistics
 import sys
@@ -477,7 +476,7 @@ def system_main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     import torch
 
-    from common.bench.report import machine
+    from common.bench.report import machine, write_json
 
     torch.set_num_threads(1)  # the RX section sets its own counts per measurement
 
@@ -542,9 +541,7 @@ def system_main(argv: list[str]) -> int:
               f"  sustained rate {d['batches_per_s']:.2f} batches/s; median fine-tune {d['latency_finetune_s'] * 1e3:.0f} ms, "
               f"comm {d['latency_comm_s'] * 1e3:.1f} ms, classify {d['latency_classify_s'] * 1e3:.2f} ms", flush=True)
     if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "system.json").write_text(json.dumps(result, indent=2, sort_keys=True))
-        print(f"\nwrote {args.out / 'system.json'}")
+        write_json(args.out, "system.json", result)
     return 0
 
 
