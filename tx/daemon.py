@@ -24,6 +24,7 @@ from common.errors import (
     InternalError,
     RadioError,
     SemalignError,
+    ShiftError,
     Unreachable,
 )
 from common.log import get_logger
@@ -47,11 +48,11 @@ from common.transport.security import secure_server
 from common.transport.zmq import Context, DealerWire, make_socket
 from common.wire import messages
 from common.wire.payload import ValueType
-from tx.batches import BatchBuilder
+from tx.batches import Batch, BatchBuilder
 from tx.config import TxConfig
 from tx.control import ControlRequest, decode_reply, encode_reply
 from tx.inflight import MAX_BACKOFF, Inflight, Pending
-from tx.plan import AlphaPolicy, LinkState, make_plan
+from tx.plan import AlphaPolicy, LinkPlan, LinkState, make_plan
 from tx.scoring import Scoreboard, base_record
 from tx.shift import Shift
 
@@ -90,6 +91,8 @@ class TxDaemon:
         self.rx_ready = False
         self.fatal: str | None = None
         self.counters: Counter[str] = Counter()
+        #: The last shift dropped because it failed at run time (status shows it), None: none.
+        self.shift_error: str | None = None
         self.builder = BatchBuilder(bundle, dataset, seed=config.seed, transport=self.bearer.transport,
                                     shift=config.shift)
         #: One id per daemon start, in every metrics record and envelope: restarts are told apart.
@@ -214,9 +217,17 @@ class TxDaemon:
     def _build_and_send(self, now: int) -> None:
         try:
             plan = make_plan(self.state, self.bundle.dims, self.link, self.value_type)
-            batch = self.builder.build(
-                plan, self.next_batch, sync=self.sync.current().to_dict(),
-                offset=None if self.clock.estimate is None else self.clock.estimate.to_dict())
+            try:
+                batch = self._build(plan)
+            except ShiftError as exc:
+                # A plugin that fails at run time costs its shift, not the stream: the batch is
+                # built unshifted (its metrics row says so) and the error is kept for status.
+                log.error("shift_dropped", shift=str(self.builder.shift), detail=str(exc),
+                          batch_id=self.next_batch)
+                self.counters["shift_dropped"] += 1
+                self.shift_error = str(exc)
+                self.builder.shift = Shift("")
+                batch = self._build(plan)
         except (BudgetError, ConfigError) as exc:
             # Only reachable through a control change validated against an older plan.
             log.error("batch_not_built", detail=str(exc))
@@ -226,6 +237,11 @@ class TxDaemon:
         pending = self.inflight.add(batch)
         self._next_build_ns = now + int(self.config.interval_s * NS_PER_S)
         self._send(pending, now)
+
+    def _build(self, plan: LinkPlan) -> Batch:
+        return self.builder.build(
+            plan, self.next_batch, sync=self.sync.current().to_dict(),
+            offset=None if self.clock.estimate is None else self.clock.estimate.to_dict())
 
     def _send(self, pending: Pending, now: int) -> None:
         resend = pending.sends > 0
@@ -392,6 +408,7 @@ class TxDaemon:
             "link_policy": "amc" if self.amc is not None else "manual",
             "transport": str(self.config.transport),
             "shift": str(self.builder.shift),
+            "shift_error": self.shift_error,
             "next_batch": self.next_batch,
             "built": self.next_batch,
             "acked": self.counters["acked"],

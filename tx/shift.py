@@ -135,7 +135,11 @@ class Shift:
 
         lo, hi = VALUE_RANGE
         if step.plugin is not None:
-            return _checked(step.plugin, self._plugins[step.plugin](x.copy()), x)
+            try:
+                result = self._plugins[step.plugin](x.copy())
+            except Exception as exc:  # a user's code: any failure is that plugin's, named as such
+                raise ShiftError(f"shift plugin {step.plugin!r} raised {type(exc).__name__}: {exc}") from exc
+            return _checked(step.plugin, result, x)
         v = step.value if step.value is not None else 0.0
         if step.family == "invert":
             out = (lo + hi) - x

@@ -53,3 +53,24 @@ def test_live_shift_value_type_and_reset(digits_bundle_dir: Path, tmp_path: Path
     assert "adapt_reset" in rx.log_text()
     rx_records = metrics(tmp_path / "rx.jsonl")
     assert all("gate" in r and r["policy"] == "auto" for r in rx_records)
+
+
+def test_a_plugin_failing_at_run_time_drops_its_shift_not_the_stream(digits_bundle_dir: Path, tmp_path: Path) -> None:
+    data_ep, ctl_ep = endpoints()
+    rx = start_rx(digits_bundle_dir, data_ep, tmp_path)
+    plugin = "tests.fakes.shift_plugins:flaky"  # fine for two batches, then raises
+    tx = start_tx(digits_bundle_dir, data_ep, ctl_ep, tmp_path, "--batches", "4", "--max-inflight", "1",
+                  "--interval", "0.5", "--shift", plugin)
+    try:
+        wait_for(lambda: len(metrics(tmp_path / "tx.jsonl")) >= 3, 60, "batches after the plugin failed")
+        status = request(ctl_ep, ControlRequest("status"))["status"]
+        assert status["shift"] == "none"
+        assert plugin in status["shift_error"] and "RuntimeError" in status["shift_error"]
+        assert tx.wait(90) == 0, tx.log_text()[-3000:]
+    finally:
+        tx.stop()
+        rx.stop()
+    records = metrics(tmp_path / "tx.jsonl")
+    assert [r["batch"] for r in records] == [0, 1, 2, 3] and all(r["status"] == "ok" for r in records)
+    assert [r["shift"] for r in records] == [plugin, plugin, "none", "none"]
+    assert "shift_dropped" in tx.log_text() and "sensor model lost its calibration" in tx.log_text()

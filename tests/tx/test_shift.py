@@ -69,10 +69,12 @@ def test_plugin_applies_and_bad_plugins_are_refused_by_name() -> None:
         with_nan=lambda x: np.full_like(x, np.nan),
         as_float64=lambda x: x.astype(np.float64),
         not_array=lambda x: [1, 2],
+        raising=lambda x: 1 / 0,
     )
     x = np.ones((2, 8, 8), np.float32)
     np.testing.assert_allclose(Shift(f"{mod}:darker+invert").apply(x), 0.5)
-    for func, words in [("wrong_shape", "shape"), ("with_nan", "NaN"), ("as_float64", "dtype"), ("not_array", "numpy")]:
+    for func, words in [("wrong_shape", "shape"), ("with_nan", "NaN"), ("as_float64", "dtype"), ("not_array", "numpy"),
+                        ("raising", "raised ZeroDivisionError")]:
         with pytest.raises(ShiftError, match=words) as info:
             Shift(f"{mod}:{func}").apply(x)
         assert f"{mod}:{func}" in str(info.value)
