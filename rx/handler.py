@@ -278,7 +278,7 @@ def _report(env: messages.Envelope, outcome: Outcome, test_index: np.ndarray, re
 def alignment(outcome: Outcome) -> dict[str, Any]:
     """The alignment policy, its gate figure and what it did, for the report and metrics rows."""
     return {"policy": outcome.policy, "gate": outcome.fit.gate, "align_action": outcome.fit.action,
-            "bank_entry": outcome.fit.bank_entry}
+            "bank_entry": outcome.fit.bank_entry, "holdout_gain": outcome.fit.holdout_gain}
 
 
 def _record(env: messages.Envelope, report: messages.Report, received: Received, outcome: Outcome,

@@ -42,7 +42,7 @@ POLICIES = ("none", "reset", "reset-strong", "continual", "bank", "auto", "e2e")
 #: index; it runs on this many batches of each stream only (its cost dominates otherwise).
 E2E_BATCHES = 2
 COLUMNS = ("scenario", "policy", "seed", "batch", "alpha", "shift", "value_type", "n_train", "accuracy",
-           "finetune_s", "gate", "action", "split")
+           "finetune_s", "gate", "action", "holdout_gain", "split")
 DEFAULT_BANK = (150, 100, 60, 40, 20, 10)
 
 
@@ -193,7 +193,8 @@ def run_cell(cell: Cell) -> list[dict[str, Any]]:
                 "scenario": sc.name, "policy": cell.policy, "seed": cell.seed, "batch": batch,
                 "alpha": sc.alpha, "shift": str(shift), "value_type": sc.value_type, "n_train": sent.report.n_train,
                 "accuracy": correct / len(src.evaluation.y), "finetune_s": sent.report.latency_finetune_s,
-                "gate": extra.get("gate"), "action": extra.get("align_action"), "split": cell.split,
+                "gate": extra.get("gate"), "action": extra.get("align_action"),
+                "holdout_gain": extra.get("holdout_gain"), "split": cell.split,
             })
     finally:
         link.close()

@@ -36,6 +36,8 @@ class FitStats:
     action: str = "fit"
     #: The adapter bank entry (its alpha) this alpha's adapter started from; None: no bank.
     bank_entry: float | None = None
+    #: Accuracy change of the fit on the received vectors held out of it (auto); None: no check.
+    holdout_gain: float | None = None
 
 
 def train_epochs(

@@ -89,6 +89,12 @@ class AdaptConfig:
     gate_samples: int = 512
     #: A carried-over adapter is reset when it scores this much below its start on a batch.
     reset_margin: float = 0.03
+    #: auto holds this many received vectors (the last ones) out of each fit, when at least
+    #: four times as many arrive, and undoes a fit that scores lower on them; 0: no hold-out.
+    gate_holdout: int = 256
+    #: After this many undone fits in a row, auto skips an alpha until its gate figure rises
+    #: ``gate_skip`` above where fitting stopped helping (a deficit fine-tuning does not move).
+    gate_patience: int = 2
     #: Start of an alpha the bank has no entry for: nearest entry, or blend of the two neighbours.
     bank_start: str = field(default="nearest", metadata={CHOICES: BANK_STARTS})
 
@@ -99,6 +105,9 @@ class AdaptConfig:
             raise ConfigError(f"adapt.bank_start: expected one of {', '.join(BANK_STARTS)}, got {self.bank_start!r}")
         if not 0 <= self.gate_skip <= self.gate_strong:
             raise ConfigError(f"adapt.gate_skip must be in [0, gate_strong], got {self.gate_skip}")
+        for name in ("gate_holdout", "gate_patience"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"adapt.{name} must be >= 0, got {getattr(self, name)}")
         for name in ("continual_epochs", "strong_epochs", "gate_samples"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"adapt.{name} must be >= 1, got {getattr(self, name)}")

@@ -2,8 +2,12 @@
 
 ``Aligner`` keeps one LoRA adapter per alpha on a private copy of the frozen base. Before
 fitting a batch it scores the current model on the batch's labelled training vectors (the
-gate figure, ``1 - accuracy / held-out accuracy``), resets an adapter that scores worse than
-its start, and, under ``auto``, skips fine-tuning, or picks a short or strong budget.
+gate figure, ``1 - accuracy / held-out accuracy``; the vectors are new to the model, so the
+figure is unbiased), resets an adapter that scores worse than its start, and, under
+``auto``, skips fine-tuning, or picks a short or strong budget. ``auto`` also holds part of a
+large batch out of the fit: a fit that scores lower there is undone, and an alpha whose fits
+keep being undone is skipped until its gate figure rises (its deficit is one fine-tuning does
+not move, such as the information a low alpha does not carry).
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ class _Slot:
     adapter: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # None: fresh (identity)
     batches: int = 0
     seen: collections.OrderedDict[int, None] = field(default_factory=collections.OrderedDict)
+    undone: int = 0  # fits undone in a row by the held-out check
+    plateau: float | None = None  # the gate figure at which fitting stopped helping
 
 
 class Aligner:
@@ -70,8 +76,8 @@ class Aligner:
         """Forget the adapter of ``alpha`` (every alpha if None); the alphas reset."""
         alphas = list(self._slots) if alpha is None else [a for a in self._slots if a == alpha]
         for a in alphas:
-            self._slots[a].adapter = None
-            self._slots[a].batches = 0
+            slot = self._slots[a]
+            slot.adapter, slot.batches, slot.undone, slot.plateau = None, 0, 0, None
         if self._alpha in alphas:
             self._alpha = None  # reloaded at the next batch
         return alphas
@@ -100,10 +106,7 @@ class Aligner:
                 for adapter in self._adapters:
                     adapter.reset_adapter(gen)
             else:
-                with torch.no_grad():
-                    for adapter, (a, b) in zip(self._adapters, slot.adapter, strict=True):
-                        adapter.lora_A.copy_(a)
-                        adapter.lora_B.copy_(b)
+                self._load_adapter(slot.adapter)
             self._alpha = alpha
         return slot
 
@@ -124,9 +127,10 @@ class Aligner:
         slot = self._select(alpha, gen)
         n = int(x.shape[0])
 
-        def done(action: str, epochs: int = 0, loss: float = float("nan"), gate: float | None = None) -> FitStats:
-            return FitStats((monotonic_ns() - start) / 1e9, n if epochs else 0, epochs, loss,
-                            gate=gate, action=action, bank_entry=slot.entry)
+        def done(action: str, epochs: int = 0, loss: float = float("nan"), gate: float | None = None,
+                 trained: int = 0, gain: float | None = None) -> FitStats:
+            return FitStats((monotonic_ns() - start) / 1e9, trained, epochs, loss,
+                            gate=gate, action=action, bank_entry=slot.entry, holdout_gain=gain)
 
         if batch is not None and batch in slot.seen:
             return done("duplicate")
@@ -145,19 +149,49 @@ class Aligner:
                 for adapter in self._adapters:
                     adapter.reset_adapter(gen)
                 slot.adapter, slot.batches, acc, action = None, 0, acc_start, "reset"
+                slot.undone, slot.plateau = 0, None
         gate = 1.0 - acc / self.heldout
         epochs, lr = cfg.continual_epochs, cfg.continual_lr
+        hold = 0
         if self.uses_gate:
             if gate <= cfg.gate_skip:
                 return done("skip" if action == "fit" else "reset_skip", gate=gate)
+            if slot.plateau is not None and gate <= slot.plateau + cfg.gate_skip:
+                return done("plateau_skip", gate=gate)
             if gate > cfg.gate_strong:
                 epochs, lr, action = cfg.strong_epochs, cfg.strong_lr, "strong" if action == "fit" else "reset_strong"
-        trainer, inputs = lora_trainer(self.model, x)
-        loss = train_epochs(trainer, lora_parameters(self._adapters), inputs, y,
+            elif cfg.gate_holdout and n >= 4 * cfg.gate_holdout:
+                # A short fit is checked on vectors it did not see (TX draws them at random: the
+                # last ones will do); a strong fit needs every vector and is checked by the next
+                # batch's gate.
+                hold = cfg.gate_holdout
+        tx_, ty_ = x[: n - hold], y[: n - hold]
+        hx, hy = x[n - hold :], y[n - hold :]
+        before_adapter = self._adapter_state()
+        before = self._accuracy(self.model, hx, hy) if hold else 0.0
+        trainer, inputs = lora_trainer(self.model, tx_)
+        loss = train_epochs(trainer, lora_parameters(self._adapters), inputs, ty_,
                             epochs=epochs, lr=lr, batch_size=cfg.batch_size, generator=gen)
-        slot.adapter = [(a.lora_A.detach().clone(), a.lora_B.detach().clone()) for a in self._adapters]
+        gain = self._accuracy(self.model, hx, hy) - before if hold else None
+        if gain is not None and gain < 0:
+            self._load_adapter(before_adapter)  # the fit made the held-out vectors worse: undone
+            slot.undone += 1
+            if slot.undone >= cfg.gate_patience > 0:
+                slot.plateau = gate
+            return done(f"{action}_undone", epochs, loss, gate, n - hold, gain)
+        slot.undone, slot.plateau = 0, None
+        slot.adapter = self._adapter_state()
         slot.batches += 1
-        return done(action, epochs, loss, gate)
+        return done(action, epochs, loss, gate, n - hold, gain)
+
+    def _adapter_state(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return [(a.lora_A.detach().clone(), a.lora_B.detach().clone()) for a in self._adapters]
+
+    def _load_adapter(self, state: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        with torch.no_grad():
+            for adapter, (a, b) in zip(self._adapters, state, strict=True):
+                adapter.lora_A.copy_(a)
+                adapter.lora_B.copy_(b)
 
     def predict(self, x: torch.Tensor) -> npt.NDArray[np.uint8]:
         """Class indices [n] uint8 for ``x`` [n, D] under the current alpha's model."""
