@@ -136,3 +136,54 @@ def test_bank_alphas_parse(text: str, ok: bool) -> None:
     else:
         with pytest.raises(Exception, match="bank"):
             parse_alphas(text, 200)
+
+
+def test_a_short_fit_is_checked_on_held_out_vectors_and_undone_when_it_hurts(
+        digits_bundle: Bundle, monkeypatch: pytest.MonkeyPatch) -> None:
+    import common.ml.policy as policy
+
+    # Never skip, never strong: every batch gets the short, checked fit.
+    a = aligner(digits_bundle, AlignPolicy.AUTO, gate_skip=0.0, gate_strong=1.0, gate_holdout=32,
+                gate_patience=2, continual_lr=2e-3)
+    x, y = received(digits_bundle, 30, "rotate:40", n=256, seed=0)
+    kept = a.fit(x, y, alpha=30, batch=0)
+    assert kept.action == "fit" and kept.samples == 256 - 32
+    assert kept.holdout_gain is not None and kept.holdout_gain >= 0
+    good = [p.detach().clone() for p in a.model.parameters()]
+
+    def harmful(model: torch.nn.Module, params: list[torch.nn.Parameter], *args: object, **kw: object) -> float:
+        with torch.no_grad():
+            for p in params:
+                p.normal_(0.0, 5.0)  # a fit gone wrong: the adapters are noise
+        return 0.0
+
+    monkeypatch.setattr(policy, "train_epochs", harmful)
+    bad_x, bad_y = received(digits_bundle, 30, "rotate:40", n=256, seed=1)
+    first = a.fit(bad_x, bad_y, alpha=30, batch=1)
+    assert first.action == "fit_undone" and first.holdout_gain is not None and first.holdout_gain < 0
+    assert all(torch.equal(p, q) for p, q in zip(good, a.model.parameters(), strict=True))
+    second = a.fit(bad_x, bad_y, alpha=30, batch=2)  # same vectors: the same gate figure
+    assert second.action == "fit_undone" and second.gate == first.gate
+    # Two undone fits in a row: the deficit does not move, so the alpha is skipped while it stays.
+    third = a.fit(bad_x, bad_y, alpha=30, batch=3)
+    assert third.action == "plateau_skip" and third.epochs == 0 and third.samples == 0
+    # A stronger shift raises the gate figure above the plateau: fitting resumes.
+    worse = a.fit(*received(digits_bundle, 30, "invert", n=256, seed=2), alpha=30, batch=4)
+    assert worse.action.startswith("fit") and worse.epochs == a.config.continual_epochs
+    # A small batch is not split: nothing is held out below four times the hold-out.
+    monkeypatch.undo()
+    small = aligner(digits_bundle, AlignPolicy.AUTO, gate_skip=0.0, gate_strong=1.0, gate_holdout=100)
+    stats = small.fit(x, y, alpha=30, batch=0)
+    assert stats.action == "fit" and stats.samples == 256 and stats.holdout_gain is None
+
+
+@pytest.mark.parametrize(("key", "value", "words"), [
+    ("gate_skip", 0.5, "gate_skip must be in"), ("gate_holdout", -1, "gate_holdout must be >= 0"),
+    ("gate_patience", -2, "gate_patience must be >= 0"), ("gate_samples", 0, "gate_samples must be >= 1"),
+    ("strong_lr", 0.0, "strong_lr must be > 0"), ("bank_start", "middle", "bank_start: expected one of"),
+])
+def test_policy_settings_are_checked(key: str, value: object, words: str) -> None:
+    from common.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=words):
+        AdaptConfig(**{key: value})  # type: ignore[arg-type]
