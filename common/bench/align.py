@@ -338,6 +338,42 @@ def bank_starts(bundle: Bundle, dataset: Dataset, alphas: Sequence[int], split: 
     return out
 
 
+#: Clip levels, in standard deviations of each component, that the int4 probe tries.
+INT4_CLIPS = (1.5, 2.0, 2.5, 3.0, 4.0)
+
+
+def int4_probe(bundle: Bundle, dataset: Dataset, alpha: int, shifts: Sequence[str] = ("", "rotate:40"),
+               split: str = "validation") -> list[dict[str, Any]]:
+    """Would 4-bit values pay? The base's accuracy (no fine-tuning) on ``split`` at ``alpha``.
+
+    float32, the project's int8, and 4-bit codes (-7..7 per component, clipped at each of
+    ``INT4_CLIPS`` standard deviations, no scale bytes), per shift. int4 is not a wire type:
+    this measures what it would cost before anyone builds it.
+    """
+    from common.ml.model import load_model
+
+    base = load_model(bundle)
+    codec = bundle.codec
+    if codec.scale is None:
+        raise BenchError(f"{bundle.path} records no per-component scales")
+    src = sources(dataset, split)
+    y = torch.from_numpy(src.evaluation.y)
+    out = []
+    for spec in shifts:
+        coeffs = codec.encode(Shift(spec, seed=1).apply_flat(src.evaluation.x, dataset.image_shape), alpha)
+        variants: dict[str, npt.NDArray[np.float32]] = {"float32": coeffs}
+        variants["int8"] = codec.int8_step(alpha) * codec.quantise(coeffs).astype(np.float32)
+        for k in INT4_CLIPS:
+            step = (codec.scale[:alpha] * np.float32(k / 7)).astype(np.float32)
+            variants[f"int4@{k}"] = (np.clip(np.rint(coeffs / step), -7, 7) * step).astype(np.float32)
+        row: dict[str, Any] = {"shift": spec or "none"}
+        with torch.inference_mode():
+            for name, c in variants.items():
+                row[name] = float((base(torch.from_numpy(codec.decode(c))).argmax(1) == y).float().mean())
+        out.append(row)
+    return out
+
+
 # -- command line ------------------------------------------------------------------------
 
 
@@ -364,6 +400,9 @@ def align_main(argv: list[str] | None = None) -> int:
     p.add_argument("--bank-starts", type=int_list, metavar="ALPHAS",
                    help="instead of streams: the bank's nearest and blended starts at these alphas, "
                         "no fine-tuning, scored on --split")
+    p.add_argument("--int4-probe", type=int, metavar="ALPHA",
+                   help="instead of streams: the base's accuracy at ALPHA with float32, int8 and 4-bit "
+                        "values at several clips, clean and rotated 40 deg, scored on --split")
     args = p.parse_args(argv)
     scenarios = [Scenario.parse(s) for s in args.scenarios.split(",") if s]
     policies = [s for s in args.policies.split(",") if s]
@@ -378,6 +417,14 @@ def align_main(argv: list[str] | None = None) -> int:
         print("| alpha | none | nearest | blend |\n|---|---|---|---|")
         for r in table:
             print(f"| {r['alpha']} | {100 * r['none']:.2f} | {100 * r['nearest']:.2f} | {100 * r['blend']:.2f} |")
+        return 0
+    if args.int4_probe:
+        torch.set_num_threads(1)
+        rows = int4_probe(bundle, _dataset(args.dataset, args.data_dir), args.int4_probe, split=args.split)
+        names = [k for k in rows[0] if k != "shift"]
+        print(f"| shift | {' | '.join(names)} |\n|---|{'---|' * len(names)}")
+        for r in rows:
+            print(f"| {r['shift']} | {' | '.join(f'{100 * r[k]:.2f}' for k in names)} |")
         return 0
     too_big = [s.name for s in scenarios if s.alpha > bundle.dims]
     if too_big:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from common.bench.align import COLUMNS, Cell, Scenario, policy_config, report, run_cells, summarise
+from common.data.spec import load_dataset
 from common.errors import BenchError
 from common.ml.bundle import Bundle
 
@@ -67,3 +68,15 @@ def test_scenarios_parse(text: str, ok: bool) -> None:
 def test_unknown_policy_refused() -> None:
     with pytest.raises(BenchError):
         policy_config("magic", 0)
+
+
+def test_int4_probe_scores_every_value_variant(digits_bundle: Bundle) -> None:
+    from common.bench.align import INT4_CLIPS, int4_probe
+
+    rows = int4_probe(digits_bundle, load_dataset("digits"), 20, shifts=("", "invert"))
+    assert [r["shift"] for r in rows] == ["none", "invert"]
+    for r in rows:
+        assert set(r) == {"shift", "float32", "int8", *(f"int4@{k}" for k in INT4_CLIPS)}
+        assert all(0.0 <= r[k] <= 1.0 for k in r if k != "shift")
+    # int8's steps are fine enough to leave clean accuracy where float32 has it; inversion is not.
+    assert abs(rows[0]["int8"] - rows[0]["float32"]) <= 0.02 and rows[1]["float32"] < rows[0]["float32"] - 0.3
