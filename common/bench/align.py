@@ -281,6 +281,38 @@ def format_tables(summary: Sequence[dict[str, Any]]) -> str:
     return "\n\n".join(blocks)
 
 
+def versus_e2e(rows: Sequence[dict[str, Any]]) -> str:
+    """Each policy against ``e2e`` on the same received samples (the batches ``e2e`` ran).
+
+    The goal: at least as accurate at most a third of e2e's C. Accuracy is the mean over the
+    first ``E2E_BATCHES`` batches and the seeds; C the mean fine-tuning time over them.
+    """
+    lines = ["| scenario | policy | accuracy | e2e accuracy | C ms | e2e C ms | C / e2e C | verdict |",
+             "|---|---|---|---|---|---|---|---|"]
+    for scenario in dict.fromkeys(r["scenario"] for r in rows):
+        e2e = [r for r in rows if r["scenario"] == scenario and r["policy"] == "e2e"]
+        if not e2e:
+            continue
+        batches = {r["batch"] for r in e2e}
+        e2e_acc = float(np.mean([r["accuracy"] for r in e2e]))
+        e2e_c = float(np.mean([r["finetune_s"] for r in e2e]))
+        for policy in POLICIES:
+            if policy == "e2e":
+                continue
+            cell = [r for r in rows if r["scenario"] == scenario and r["policy"] == policy and r["batch"] in batches]
+            if not cell:
+                continue
+            acc = float(np.mean([r["accuracy"] for r in cell]))
+            c = float(np.mean([r["finetune_s"] for r in cell]))
+            ratio = c / e2e_c if e2e_c > 0 else float("nan")
+            ok = acc >= e2e_acc and ratio <= 1 / 3
+            why = "met" if ok else ("less accurate" if acc < e2e_acc else "") + (
+                "" if ratio <= 1 / 3 else (", " if acc < e2e_acc else "") + "over 1/3 of the C")
+            lines.append(f"| {scenario} | {policy} | {100 * acc:.2f} | {100 * e2e_acc:.2f} | {1000 * c:.1f} "
+                         f"| {1000 * e2e_c:.0f} | {ratio:.3f} | {why} |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def plot(rows: Sequence[dict[str, Any]], out: Path) -> list[Path]:
     """Per scenario: accuracy vs batch index and C per batch, one line per policy (seed mean)."""
     import matplotlib
@@ -452,6 +484,9 @@ def report(rows: Sequence[dict[str, Any]], out: Path, bundle: Bundle,
     tables = format_tables(summarise(rows))
     env = machine()
     text = (f"bundle {bundle.hash[:12]} (bank {list(bundle.meta.bank)}), {env.get('cpu', '')}\n\n{tables}\n")
+    versus = versus_e2e(rows)
+    if versus:
+        text += f"\n**Against e2e on the same received samples** (batches 1-{E2E_BATCHES})\n\n{versus}\n"
     (out / "align.md").write_text(text)
     paths = [out / "align.csv", out / "align.md", *plot(rows, out)]
     if print_to is not None:

@@ -80,3 +80,20 @@ def test_int4_probe_scores_every_value_variant(digits_bundle: Bundle) -> None:
         assert all(0.0 <= r[k] <= 1.0 for k in r if k != "shift")
     # int8's steps are fine enough to leave clean accuracy where float32 has it; inversion is not.
     assert abs(rows[0]["int8"] - rows[0]["float32"]) <= 0.02 and rows[1]["float32"] < rows[0]["float32"] - 0.3
+
+
+def test_versus_e2e_says_where_a_policy_meets_the_goal_and_where_not() -> None:
+    from common.bench.align import versus_e2e
+
+    def rows(policy: str, acc: float, c: float, batches: int = 3) -> list[dict[str, object]]:
+        return [{"scenario": "a40 clean", "policy": policy, "batch": b, "accuracy": acc, "finetune_s": c}
+                for b in range(batches)]
+
+    table = versus_e2e([*rows("e2e", 0.90, 3.0, batches=2), *rows("auto", 0.95, 0.01),
+                        *rows("reset", 0.85, 0.5), *rows("bank", 0.96, 2.0)])
+    by_policy = {line.split("|")[2].strip(): line for line in table.splitlines()[2:]}
+    assert set(by_policy) == {"auto", "reset", "bank"}
+    assert by_policy["auto"].endswith("| met |") and "| 0.003 |" in by_policy["auto"]
+    assert by_policy["reset"].endswith("| less accurate |")
+    assert by_policy["bank"].endswith("| over 1/3 of the C |")
+    assert versus_e2e(rows("auto", 0.9, 0.1)) == ""  # no e2e run: no table
