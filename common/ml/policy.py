@@ -5,9 +5,11 @@ fitting a batch it scores the current model on the batch's labelled training vec
 gate figure, ``1 - accuracy / held-out accuracy``; the vectors are new to the model, so the
 figure is unbiased), resets an adapter that scores worse than its start, and, under
 ``auto``, skips fine-tuning, or picks a short or strong budget. ``auto`` also holds part of a
-large batch out of the fit: a fit that scores lower there is undone, and an alpha whose fits
-keep being undone is skipped until its gate figure rises (its deficit is one fine-tuning does
-not move, such as the information a low alpha does not carry).
+large batch out of a short fit: a fit that scores lower there is undone, and an alpha whose
+fits keep being undone is skipped until its gate figure rises (its deficit is one fine-tuning
+does not move, such as the information a low alpha does not carry). A strong fit is checked
+by the next batch's gate figure: one that did not lower it by ``gate_skip`` gets the short
+budget from then on, until the figure rises ``gate_strong`` above where it stalled.
 """
 
 from __future__ import annotations
@@ -43,6 +45,13 @@ class _Slot:
     seen: collections.OrderedDict[int, None] = field(default_factory=collections.OrderedDict)
     undone: int = 0  # fits undone in a row by the held-out check
     plateau: float | None = None  # the gate figure at which fitting stopped helping
+    strong_gate: float | None = None  # the gate figure before a strong fit, until the next batch
+    strong_stalled: float | None = None  # the gate figure a strong fit did not move
+
+    def forget(self) -> None:
+        """Drop the adapter and what the gate learnt about it."""
+        self.adapter, self.batches, self.undone, self.plateau = None, 0, 0, None
+        self.strong_gate = self.strong_stalled = None
 
 
 class Aligner:
@@ -76,8 +85,7 @@ class Aligner:
         """Forget the adapter of ``alpha`` (every alpha if None); the alphas reset."""
         alphas = list(self._slots) if alpha is None else [a for a in self._slots if a == alpha]
         for a in alphas:
-            slot = self._slots[a]
-            slot.adapter, slot.batches, slot.undone, slot.plateau = None, 0, 0, None
+            self._slots[a].forget()
         if self._alpha in alphas:
             self._alpha = None  # reloaded at the next batch
         return alphas
@@ -148,8 +156,8 @@ class Aligner:
             if acc < acc_start - cfg.reset_margin:
                 for adapter in self._adapters:
                     adapter.reset_adapter(gen)
-                slot.adapter, slot.batches, acc, action = None, 0, acc_start, "reset"
-                slot.undone, slot.plateau = 0, None
+                slot.forget()
+                acc, action = acc_start, "reset"
         gate = 1.0 - acc / self.heldout
         epochs, lr = cfg.continual_epochs, cfg.continual_lr
         hold = 0
@@ -158,8 +166,16 @@ class Aligner:
                 return done("skip" if action == "fit" else "reset_skip", gate=gate)
             if slot.plateau is not None and gate <= slot.plateau + cfg.gate_skip:
                 return done("plateau_skip", gate=gate)
-            if gate > cfg.gate_strong:
+            if slot.strong_gate is not None:
+                # The last batch got the strong budget: this batch's gate figure is its check.
+                if gate > slot.strong_gate - cfg.gate_skip:
+                    slot.strong_stalled = gate
+                slot.strong_gate = None
+            if slot.strong_stalled is not None and gate > slot.strong_stalled + cfg.gate_strong:
+                slot.strong_stalled = None  # far worse than where it stalled: a new shift
+            if gate > cfg.gate_strong and slot.strong_stalled is None:
                 epochs, lr, action = cfg.strong_epochs, cfg.strong_lr, "strong" if action == "fit" else "reset_strong"
+                slot.strong_gate = gate
             elif cfg.gate_holdout and n >= 4 * cfg.gate_holdout:
                 # A short fit is checked on vectors it did not see (TX draws them at random: the
                 # last ones will do); a strong fit needs every vector and is checked by the next
