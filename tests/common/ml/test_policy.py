@@ -187,3 +187,23 @@ def test_policy_settings_are_checked(key: str, value: object, words: str) -> Non
 
     with pytest.raises(ConfigError, match=words):
         AdaptConfig(**{key: value})  # type: ignore[arg-type]
+
+
+def test_a_strong_fit_that_does_not_move_the_gate_gives_way_to_the_short_budget(
+        digits_bundle: Bundle, monkeypatch: pytest.MonkeyPatch) -> None:
+    import common.ml.policy as policy
+
+    monkeypatch.setattr(policy, "train_epochs", lambda *args, **kw: 0.0)  # fits that change nothing
+    a = aligner(digits_bundle, AlignPolicy.AUTO)
+    x, y = received(digits_bundle, 30, "rotate:40", n=256, seed=0)
+    first = a.fit(x, y, alpha=30, batch=0)
+    assert first.action == "strong" and first.gate is not None and first.gate > a.config.gate_strong
+    # The next batch scores as badly as before the strong fit: the short budget from now on.
+    second = a.fit(x, y, alpha=30, batch=1)
+    assert second.action == "fit" and second.epochs == a.config.continual_epochs and second.gate == first.gate
+    third = a.fit(x, y, alpha=30, batch=2)
+    assert third.action == "fit" and third.epochs == a.config.continual_epochs
+    # A shift far worse than where the strong budget stalled earns it again.
+    inverted = a.fit(*received(digits_bundle, 30, "invert", n=256, seed=1), alpha=30, batch=3)
+    assert inverted.gate is not None and inverted.gate > first.gate + a.config.gate_strong
+    assert inverted.action == "strong" and inverted.epochs == a.config.strong_epochs
