@@ -159,7 +159,7 @@ class Aligner:
                 slot.forget()
                 acc, action = acc_start, "reset"
         gate = 1.0 - acc / self.heldout
-        epochs, lr = cfg.continual_epochs, cfg.continual_lr
+        epochs, lr, batch_size = cfg.continual_epochs, cfg.continual_lr, cfg.continual_batch_size
         hold = 0
         if self.uses_gate:
             if gate <= cfg.gate_skip:
@@ -175,6 +175,7 @@ class Aligner:
                 slot.strong_stalled = None  # far worse than where it stalled: a new shift
             if gate > cfg.gate_strong and slot.strong_stalled is None:
                 epochs, lr, action = cfg.strong_epochs, cfg.strong_lr, "strong" if action == "fit" else "reset_strong"
+                batch_size = cfg.batch_size
                 slot.strong_gate = gate
             elif cfg.gate_holdout and n >= 4 * cfg.gate_holdout:
                 # A short fit is checked on vectors it did not see (TX draws them at random: the
@@ -187,7 +188,7 @@ class Aligner:
         before = self._accuracy(self.model, hx, hy) if hold else 0.0
         trainer, inputs = lora_trainer(self.model, tx_)
         loss = train_epochs(trainer, lora_parameters(self._adapters), inputs, ty_,
-                            epochs=epochs, lr=lr, batch_size=cfg.batch_size, generator=gen)
+                            epochs=epochs, lr=lr, batch_size=batch_size, generator=gen)
         gain = self._accuracy(self.model, hx, hy) - before if hold else None
         if gain is not None and gain < 0:
             self._load_adapter(before_adapter)  # the fit made the held-out vectors worse: undone
