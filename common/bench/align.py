@@ -22,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 import zmq
+from threadpoolctl import threadpool_limits
 
 from common.bench.paper import LoopbackLink, int_list, sources
 from common.bench.report import machine, mean_std, write_csv
@@ -153,7 +154,18 @@ def _encoded(bundle: Bundle, images: npt.NDArray[np.float32], alpha: int, value_
 
 
 def run_cell(cell: Cell) -> list[dict[str, Any]]:
-    """Stream ``cell.batches`` batches; one row per batch, scored on the evaluation split."""
+    """Stream ``cell.batches`` batches; one row per batch, scored on the evaluation split.
+
+    One thread for torch and for numpy's BLAS, wherever the cell runs: a multi-threaded
+    matmul sums in another order, and a last-digit difference in a PCA coefficient can flip a
+    gate decision a few batches later (joblib's workers are limited to one BLAS thread, the
+    parent process is not).
+    """
+    with threadpool_limits(limits=1):
+        return _run_cell(cell)
+
+
+def _run_cell(cell: Cell) -> list[dict[str, Any]]:
     torch.set_num_threads(1)
     dataset, bundle = _dataset(cell.dataset, cell.data_dir), _bundle(cell.bundle)
     src = sources(dataset, cell.split, cell.eval_images)

@@ -97,3 +97,24 @@ def test_versus_e2e_says_where_a_policy_meets_the_goal_and_where_not() -> None:
     assert by_policy["reset"].endswith("| less accurate |")
     assert by_policy["bank"].endswith("| over 1/3 of the C |")
     assert versus_e2e(rows("auto", 0.9, 0.1)) == ""  # no e2e run: no table
+
+
+def test_a_cell_runs_on_one_blas_thread_wherever_it_runs(digits_bundle: Bundle, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A multi-threaded BLAS sums in another order: in-process cells would then differ in the
+    # last digits from joblib's (single-threaded) workers, enough to flip a gate decision.
+    import threadpoolctl
+
+    import common.bench.align as align
+
+    seen: list[list[int]] = []
+
+    def spy(cell: Cell) -> list[dict[str, object]]:
+        seen.append([pool["num_threads"] for pool in threadpoolctl.threadpool_info()])
+        return []
+
+    monkeypatch.setattr(align, "_run_cell", spy)
+    with threadpoolctl.threadpool_limits(limits=2):
+        assert align.run_cell(cells(digits_bundle)[0]) == []
+        outside = [pool["num_threads"] for pool in threadpoolctl.threadpool_info()]
+    assert seen and seen[0] and all(n == 1 for n in seen[0])
+    assert outside and all(n == 2 for n in outside)  # the limit is lifted afterwards
