@@ -95,7 +95,8 @@ class AdaptConfig:
     #: auto holds this many received vectors (the last ones) out of each short fit, when at
     #: least four times as many arrive, and undoes a fit that scores lower on them; 0: no
     #: hold-out. Off by default: on validation (5 seeds) 256 cut C at alpha 10 from 120 to
-    #: 15 ms for +0.2 points but cost 0.2-0.6 points under every shift (docs/results.md).
+    #: 15 ms for +0.2 points but cost 0.15-0.6 points under rotation, inversion, noise and
+    #: scale (docs/results.md).
     gate_holdout: int = 0
     #: After this many undone fits in a row, auto skips an alpha until its gate figure rises
     #: ``gate_skip`` above where fitting stopped helping (a deficit fine-tuning does not move).
