@@ -158,7 +158,14 @@ class WatchApp(App[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        table = self.query_one("#batches", DataTable)
+        # Bound once: while the app shuts down the screen's widgets are being removed, and a
+        # query from a poll tick that lands meanwhile would find none of them.
+        self._header = self.query_one("#header", Static)
+        self._events = self.query_one("#events", Static)
+        self._table = self.query_one("#batches", DataTable)
+        self._plots = {name: self.query_one(f"#{name}", PlotextPlot)
+                       for name in ("accuracy", "latency", "snr", "constellation")}
+        table = self._table
         table.add_columns("batch", "mod", "alpha", "N", "acc", "comm ms", "C ms", "D ms", "SNR dB", "fr.lost", "status")
         self._draw(force=True)
         self.set_interval(POLL_S, self._poll)
@@ -167,6 +174,8 @@ class WatchApp(App[None]):
 
     # -- input -----------------------------------------------------------------------
     def _poll(self) -> None:
+        if not self._header.is_attached:
+            return  # the app is exiting: nothing left to draw into
         now = self.clock()
         for message in self.source.poll():
             self.state.apply(message, now)
@@ -198,17 +207,17 @@ class WatchApp(App[None]):
             text.append(f"{key}: ", style="dim")
             text.append(value, style="bold")
             text.append("\n" if i in (4, 8) else "   ")
-        self.query_one("#header", Static).update(text)
+        self._header.update(text)
 
     def _draw_events(self) -> None:
         """The newest events first (the oldest fall off the bottom of the pane)."""
         text = Text()
         for event in list(self.state.events)[::-1][:EVENT_LINES]:
             text.append(event.text + "\n", style=_LEVEL_STYLE.get(event.level, ""))
-        self.query_one("#events", Static).update(text)
+        self._events.update(text)
 
     def _draw_table(self) -> None:
-        table = self.query_one("#batches", DataTable)
+        table = self._table
         table.clear()
         rows = list(self.state.batches.items())[-TABLE_ROWS:]
         for batch, row in reversed(rows):
@@ -225,7 +234,7 @@ class WatchApp(App[None]):
 
     def _draw_plots(self) -> None:
         state = self.state
-        acc = self.query_one("#accuracy", PlotextPlot).plt
+        acc = self._plots["accuracy"].plt
         acc.clear_data()
         acc.clear_figure()
         xs, ys = state.series("accuracy")
@@ -233,9 +242,9 @@ class WatchApp(App[None]):
         if xs:
             acc.plot(xs, ys, marker="dot")
             acc.ylim(0, 1)
-        self.query_one("#accuracy", PlotextPlot).refresh()
+        self._plots["accuracy"].refresh()
 
-        lat = self.query_one("#latency", PlotextPlot).plt
+        lat = self._plots["latency"].plt
         lat.clear_data()
         lat.clear_figure()
         lat.title("comm / C / D per batch (ms)")
@@ -245,9 +254,9 @@ class WatchApp(App[None]):
                      for k in ("latency_comm_s", "latency_finetune_s", "latency_classify_s")]
             # plotext's keyword is ``labels`` (the bundled stub says ``label``).
             lat.stacked_bar([str(b) for b, _ in rows], parts, labels=["comm", "C", "D"])  # type: ignore[call-arg]
-        self.query_one("#latency", PlotextPlot).refresh()
+        self._plots["latency"].refresh()
 
-        snr = self.query_one("#snr", PlotextPlot).plt
+        snr = self._plots["snr"].plt
         snr.clear_data()
         snr.clear_figure()
         sx, sy = state.series("snr_db", rx_fallback=True)
@@ -259,9 +268,9 @@ class WatchApp(App[None]):
                 snr.bar(fx, fy, label="frames lost", yside="right")
         else:
             snr.title("SNR: none reported (zmq transport)" if state.batches else "SNR and frames lost")
-        self.query_one("#snr", PlotextPlot).refresh()
+        self._plots["snr"].refresh()
 
-        con = self.query_one("#constellation", PlotextPlot).plt
+        con = self._plots["constellation"].plt
         con.clear_data()
         con.clear_figure()
         if state.constellation is not None:
@@ -270,7 +279,7 @@ class WatchApp(App[None]):
             con.scatter(points.real.tolist(), points.imag.tolist(), marker="dot")
         else:
             con.title("constellation: from RX on the sim and pluto transports")
-        self.query_one("#constellation", PlotextPlot).refresh()
+        self._plots["constellation"].refresh()
 
     # -- steering --------------------------------------------------------------------
     def _endpoint(self) -> str | None:

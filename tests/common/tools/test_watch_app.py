@@ -182,3 +182,22 @@ def test_absent_tx_shows_waiting_and_keys_say_so() -> None:
         assert source.bad == 1
 
     run(check, source, tx)
+
+
+def test_a_poll_tick_after_exit_draws_nothing_and_raises_nothing() -> None:
+    # A tick of the poll timer can land while the app shuts down and its widgets are removed.
+    source, tx = stream(), FakeTx()
+    apps: list[WatchApp] = []
+
+    async def main() -> None:
+        app = WatchApp(source, TX, RX, control=tx)
+        apps.append(app)
+        async with app.run_test(size=(160, 50)) as pilot:
+            await until(pilot, lambda: app.query_one("#batches", DataTable).row_count == 3, "three table rows")
+
+    asyncio.run(main())
+    app = apps[0]
+    version = app.state.version
+    source.push(record(9, 3, PLAN_256, 0.5))
+    app._poll()
+    assert app.state.version == version  # nothing applied, nothing drawn
