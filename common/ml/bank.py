@@ -9,7 +9,6 @@ alpha from the nearest entry, or from a blend of its two neighbours' updates.
 from __future__ import annotations
 
 import copy
-import enum
 import io
 import pickle
 from dataclasses import asdict, dataclass
@@ -20,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.config import as_enum
 from common.errors import BundleError, ConfigError
 from common.ml.bundle import Bundle, bank_file
+from common.ml.config import BankStart as BankStart  # re-exported: the bank's callers name it here
 from common.ml.lora import LoRALinear, inject_lora, lora_parameters
 from common.ml.model import MLP
 from common.ml.pca import PCACodec
@@ -41,20 +40,6 @@ class BankConfig:
     lr: float = 2e-3
     batch_size: int = 256
     seed: int = 0
-
-
-class BankStart(enum.Enum):
-    """How RX picks a start for an alpha the bank has no exact entry for."""
-
-    #: The entry with the nearest alpha.
-    NEAREST = "nearest"
-    #: The two neighbouring entries' updates, interpolated linearly in alpha.
-    BLEND = "blend"
-
-    @classmethod
-    def parse(cls, text: str | BankStart) -> BankStart:
-        """A member from its name (any case); ``ConfigError`` naming the choices otherwise."""
-        return as_enum(cls, "adapt.bank_start", text)
 
 
 def parse_alphas(text: str, dims: int) -> tuple[int, ...]:

@@ -7,9 +7,9 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from common.config import CHOICES, as_enum
+from common.config import as_enum
 from common.errors import ConfigError
 
 
@@ -42,7 +42,25 @@ class AlignPolicy(enum.Enum):
         return as_enum(cls, "adapt.policy", text)
 
 
-BANK_STARTS = ("nearest", "blend")
+class BankStart(enum.Enum):
+    """How RX picks a start for an alpha the bank has no exact entry for (``adapt.bank_start``)."""
+
+    #: The entry with the nearest alpha.
+    NEAREST = "nearest"
+    #: The two neighbouring entries' updates, interpolated linearly in alpha.
+    BLEND = "blend"
+
+    @classmethod
+    def parse(cls, text: str | BankStart) -> BankStart:
+        """A member from its name (any case); ``ConfigError`` naming the choices otherwise."""
+        return as_enum(cls, "adapt.bank_start", text)
+
+
+#: Lower bounds of the integer settings, and the settings that must be positive.
+_AT_LEAST = {"rank": 1, "epochs": 1, "batch_size": 1, "e2e_epochs": 1, "continual_epochs": 1,
+             "continual_batch_size": 1, "strong_epochs": 1, "gate_samples": 1, "gate_holdout": 0,
+             "gate_patience": 0}
+_POSITIVE = ("lora_alpha", "lr", "e2e_lr", "continual_lr", "strong_lr")
 
 
 @dataclass(frozen=True)
@@ -102,27 +120,17 @@ class AdaptConfig:
     #: ``gate_skip`` above where fitting stopped helping (a deficit fine-tuning does not move).
     gate_patience: int = 2
     #: Start of an alpha the bank has no entry for: nearest entry, or blend of the two neighbours.
-    bank_start: str = field(default="nearest", metadata={CHOICES: BANK_STARTS})
+    bank_start: BankStart = BankStart.NEAREST
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "policy", AlignPolicy.parse(self.policy))
         object.__setattr__(self, "mode", AdaptMode.parse(self.mode))
-        if self.bank_start not in BANK_STARTS:
-            raise ConfigError(f"adapt.bank_start: expected one of {', '.join(BANK_STARTS)}, got {self.bank_start!r}")
+        object.__setattr__(self, "bank_start", BankStart.parse(self.bank_start))
         if not 0 <= self.gate_skip <= self.gate_strong:
             raise ConfigError(f"adapt.gate_skip must be in [0, gate_strong], got {self.gate_skip}")
-        for name in ("gate_holdout", "gate_patience"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"adapt.{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("continual_epochs", "strong_epochs", "gate_samples"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"adapt.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("continual_lr", "strong_lr"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"adapt.{name} must be > 0, got {getattr(self, name)}")
-        for name in ("rank", "epochs", "batch_size", "continual_batch_size", "e2e_epochs"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"adapt.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("lora_alpha", "lr", "e2e_lr"):
+        for name, least in _AT_LEAST.items():
+            if getattr(self, name) < least:
+                raise ConfigError(f"adapt.{name} must be >= {least}, got {getattr(self, name)}")
+        for name in _POSITIVE:
             if not getattr(self, name) > 0:
                 raise ConfigError(f"adapt.{name} must be > 0, got {getattr(self, name)}")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import collections
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -25,7 +25,7 @@ from torch import nn
 
 from common.clock import monotonic_ns
 from common.ml.adapt import FitStats, lora_trainer, predict_classes, train_epochs
-from common.ml.bank import Bank, BankStart, apply_start
+from common.ml.bank import Bank, apply_start
 from common.ml.config import AdaptConfig, AlignPolicy
 from common.ml.lora import LoRALinear, inject_lora, lora_parameters
 from common.ml.model import MLP
@@ -41,7 +41,6 @@ class _Slot:
     start: list[torch.Tensor] | None  # weight updates from the bank, None: the plain base
     entry: float | None = None  # the bank alpha the start came from (a blend: alpha itself)
     adapter: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # None: fresh (identity)
-    batches: int = 0
     seen: collections.OrderedDict[int, None] = field(default_factory=collections.OrderedDict)
     undone: int = 0  # fits undone in a row by the held-out check
     plateau: float | None = None  # the gate figure at which fitting stopped helping
@@ -50,8 +49,18 @@ class _Slot:
 
     def forget(self) -> None:
         """Drop the adapter and what the gate learnt about it."""
-        self.adapter, self.batches, self.undone, self.plateau = None, 0, 0, None
+        self.adapter, self.undone, self.plateau = None, 0, None
         self.strong_gate = self.strong_stalled = None
+
+
+@dataclass(frozen=True)
+class _Budget:
+    """How one batch is fitted: epochs, learning rate, minibatch, vectors held out to check it."""
+
+    epochs: int
+    lr: float
+    batch_size: int
+    hold: int = 0
 
 
 class Aligner:
@@ -69,7 +78,6 @@ class Aligner:
         self.heldout = max(float(heldout_accuracy), 1e-6)
         uses_bank = config.policy in (AlignPolicy.BANK, AlignPolicy.AUTO)
         self.bank = bank if uses_bank else None
-        self.bank_start = BankStart.parse(config.bank_start)
         self._base_state = copy.deepcopy(base.state_dict())
         self.model = copy.deepcopy(self.base)
         self._adapters: list[LoRALinear] = inject_lora(self.model, config.rank, config.lora_alpha)
@@ -97,8 +105,8 @@ class Aligner:
             if self.bank is None:
                 slot = self._slots[alpha] = _Slot(None)
             else:
-                slot = self._slots[alpha] = _Slot(self.bank.start(alpha, self.bank_start),
-                                                  self.bank.entry(alpha, self.bank_start))
+                slot = self._slots[alpha] = _Slot(self.bank.start(alpha, self.config.bank_start),
+                                                  self.bank.entry(alpha, self.config.bank_start))
         # The working model already holds this alpha's state unless another alpha (or a reset
         # from outside) was loaded since: re-copying the weights every batch costs more than
         # the gate (about 5 ms for the MNIST MLP).
@@ -159,47 +167,55 @@ class Aligner:
                 slot.forget()
                 acc, action = acc_start, "reset"
         gate = 1.0 - acc / self.heldout
-        epochs, lr, batch_size = cfg.continual_epochs, cfg.continual_lr, cfg.continual_batch_size
-        hold = 0
-        if self.uses_gate:
-            if gate <= cfg.gate_skip:
-                return done("skip" if action == "fit" else "reset_skip", gate=gate)
-            if slot.plateau is not None and gate <= slot.plateau + cfg.gate_skip:
-                return done("plateau_skip", gate=gate)
-            if slot.strong_gate is not None:
-                # The last batch got the strong budget: this batch's gate figure is its check.
-                if gate > slot.strong_gate - cfg.gate_skip:
-                    slot.strong_stalled = gate
-                slot.strong_gate = None
-            if slot.strong_stalled is not None and gate > slot.strong_stalled + cfg.gate_strong:
-                slot.strong_stalled = None  # far worse than where it stalled: a new shift
-            if gate > cfg.gate_strong and slot.strong_stalled is None:
-                epochs, lr, action = cfg.strong_epochs, cfg.strong_lr, "strong" if action == "fit" else "reset_strong"
-                batch_size = cfg.batch_size
-                slot.strong_gate = gate
-            elif cfg.gate_holdout and n >= 4 * cfg.gate_holdout:
-                # A short fit is checked on vectors it did not see (TX draws them at random: the
-                # last ones will do); a strong fit needs every vector and is checked by the next
-                # batch's gate.
-                hold = cfg.gate_holdout
-        tx_, ty_ = x[: n - hold], y[: n - hold]
-        hx, hy = x[n - hold :], y[n - hold :]
-        before_adapter = self._adapter_state()
-        before = self._accuracy(self.model, hx, hy) if hold else 0.0
-        trainer, inputs = lora_trainer(self.model, tx_)
-        loss = train_epochs(trainer, lora_parameters(self._adapters), inputs, ty_,
-                            epochs=epochs, lr=lr, batch_size=batch_size, generator=gen)
-        gain = self._accuracy(self.model, hx, hy) - before if hold else None
-        if gain is not None and gain < 0:
-            self._load_adapter(before_adapter)  # the fit made the held-out vectors worse: undone
-            slot.undone += 1
-            if slot.undone >= cfg.gate_patience > 0:
-                slot.plateau = gate
-            return done(f"{action}_undone", epochs, loss, gate, n - hold, gain)
+        action, budget = self._decide(slot, gate, n, action)
+        if budget is None:
+            return done(action, gate=gate)
+        kept = n - budget.hold  # vectors the fit trains on; the rest check it
+        hx, hy = x[kept:], y[kept:]
+        if budget.hold:
+            before, acc_before = self._adapter_state(), self._accuracy(self.model, hx, hy)
+        trainer, inputs = lora_trainer(self.model, x[:kept])
+        loss = train_epochs(trainer, lora_parameters(self._adapters), inputs, y[:kept],
+                            epochs=budget.epochs, lr=budget.lr, batch_size=budget.batch_size, generator=gen)
+        gain: float | None = None
+        if budget.hold:
+            gain = self._accuracy(self.model, hx, hy) - acc_before
+            if gain < 0:
+                self._load_adapter(before)  # the fit made the held-out vectors worse: undone
+                slot.undone += 1
+                if slot.undone >= cfg.gate_patience > 0:
+                    slot.plateau = gate
+                return done(f"{action}_undone", budget.epochs, loss, gate, kept, gain)
         slot.undone, slot.plateau = 0, None
         slot.adapter = self._adapter_state()
-        slot.batches += 1
-        return done(action, epochs, loss, gate, n - hold, gain)
+        return done(action, budget.epochs, loss, gate, kept, gain)
+
+    def _decide(self, slot: _Slot, gate: float, n: int, action: str) -> tuple[str, _Budget | None]:
+        """The gate's verdict on a batch of ``n`` vectors: its action and budget (None: skip)."""
+        cfg = self.config
+        short = _Budget(cfg.continual_epochs, cfg.continual_lr, cfg.continual_batch_size)
+        if not self.uses_gate:
+            return action, short
+        if gate <= cfg.gate_skip:
+            return ("skip" if action == "fit" else "reset_skip"), None
+        if slot.plateau is not None and gate <= slot.plateau + cfg.gate_skip:
+            return "plateau_skip", None
+        if slot.strong_gate is not None:
+            # The last batch got the strong budget: this batch's gate figure is its check.
+            if gate > slot.strong_gate - cfg.gate_skip:
+                slot.strong_stalled = gate
+            slot.strong_gate = None
+        if slot.strong_stalled is not None and gate > slot.strong_stalled + cfg.gate_strong:
+            slot.strong_stalled = None  # far worse than where it stalled: a new shift
+        if gate > cfg.gate_strong and slot.strong_stalled is None:
+            slot.strong_gate = gate
+            return ("strong" if action == "fit" else "reset_strong"), _Budget(
+                cfg.strong_epochs, cfg.strong_lr, cfg.batch_size)
+        if cfg.gate_holdout and n >= 4 * cfg.gate_holdout:
+            # A short fit is checked on vectors it did not see (TX draws them at random: the last
+            # ones will do); a strong fit needs every vector and is checked by the next batch's gate.
+            return action, replace(short, hold=cfg.gate_holdout)
+        return action, short
 
     def _adapter_state(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         return [(a.lora_A.detach().clone(), a.lora_B.detach().clone()) for a in self._adapters]
