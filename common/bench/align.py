@@ -405,8 +405,8 @@ def int4_probe(bundle: Bundle, dataset: Dataset, alpha: int, shifts: Sequence[st
     out = []
     for spec in shifts:
         coeffs = codec.encode(Shift(spec, seed=1).apply_flat(src.evaluation.x, dataset.image_shape), alpha)
-        variants: dict[str, npt.NDArray[np.float32]] = {"float32": coeffs}
-        variants["int8"] = codec.int8_step(alpha) * codec.quantise(coeffs).astype(np.float32)
+        variants: dict[str, npt.NDArray[Any]] = {"float32": coeffs}
+        variants["int8"] = codec.quantise(coeffs)  # codes: decode scales them back, as RX does
         for k in INT4_CLIPS:
             step = (codec.scale[:alpha] * np.float32(k / 7)).astype(np.float32)
             variants[f"int4@{k}"] = (np.clip(np.rint(coeffs / step), -7, 7) * step).astype(np.float32)

@@ -6,7 +6,6 @@ Hardware tests (real Pluto loopback) are marked ``hardware`` and skipped by defa
 from __future__ import annotations
 
 import errno
-import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ import pytest
 from common.errors import ConfigError, RadioError, RadioUnreachable, SampleError, SampleOverflow
 from common.phy.contract import TX_FULL_SCALE
 from common.radio.pluto import PlutoConfig, PlutoRadio
+from tests.common.radio.emu.conftest import real_stack_missing
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 PLUTO_XML = REPO_ROOT.parent / "shared" / "sdr" / "pluto.xml"
@@ -238,16 +238,10 @@ def test_config_validation(field: str, value: object) -> None:
 
 
 def _have_real_stack() -> str | None:
-    for mod in ("iio", "adi"):
-        if importlib.util.find_spec(mod) is None:
-            return f"{mod} is not installed (pip install 'semalign[sdr]')"
-    try:
-        import iio  # noqa: F401
-    except (ImportError, OSError) as exc:  # pylibiio loads libiio.so at import
-        return f"libiio is not loadable ({exc}); apt-get install libiio0"
-    if not PLUTO_XML.is_file():
+    missing = real_stack_missing()
+    if missing is None and not PLUTO_XML.is_file():
         return f"{PLUTO_XML} is missing"
-    return None
+    return missing
 
 
 _SKIP_REAL = _have_real_stack()

@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from common.transport.security import keygen
 from tests.integration.netfault.lab import ADDRESS, ROOT, Lab
+from tests.integration.test_secure_daemons import make_keys
 from tests.procs import metrics, wait_for
 
 pytestmark = pytest.mark.slow
@@ -40,15 +40,6 @@ def lab() -> Iterator[Lab]:
         pytest.skip(f"two-host fault tests: {reason}")
     with Lab() as built:
         yield built
-
-
-def make_keys(root: Path) -> Path:
-    for name in ("rx", "tx", "op", "stranger"):
-        keygen(name, root / name)
-    for allow, name in (("rx-allow", "tx"), ("tx-allow", "op")):
-        (root / allow).mkdir()
-        (root / allow / f"{name}.key").write_bytes((root / name / f"{name}.key").read_bytes())
-    return root
 
 
 class Run:
