@@ -19,7 +19,10 @@ import numpy as np
 import numpy.typing as npt
 
 from common.errors import ConfigError, RadioError, RadioUnreachable, SampleError
+from common.log import get_logger
 from common.phy.contract import int16_to_complex, tx_to_int16
+
+log = get_logger("semalign.radio")
 
 T = TypeVar("T")
 
@@ -39,6 +42,11 @@ DEFAULT_FLUSH_READS = 4
 DEFAULT_RECONNECT_WINDOW_S = 10.0
 #: Reconnect attempts back off from ``reconnect_delay_s`` by x2 up to this pause.
 MAX_RECONNECT_DELAY_S = 2.0
+#: Status register of the AXI ADC core (``cf-ad9361-lpc``), reached through its
+#: ``direct_reg_access`` debug attribute: bit 2 is set when the DMA found no free block and
+#: dropped samples (the host did not read fast enough); writing the bit clears it.
+ADC_STATUS_REG = 0x80000088
+ADC_OVERFLOW = 0x4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,6 +175,11 @@ class PlutoRadio:
         self._dev: Any = None
         #: Successful reconnections since construction.
         self.reconnects = 0
+        #: Captures that lost samples to an ADC overflow since construction.
+        self.overflows = 0
+        #: The last ``receive`` lost samples: True, False, or None where the device has no
+        #: status register to ask (a stand-in without one).
+        self.overflowed: bool | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
     @property
@@ -334,14 +347,19 @@ class PlutoRadio:
 
     def flush(self) -> None:
         """Discard ``flush_reads`` buffers: samples queued in the kernel while idle."""
-        def drain(dev: Any) -> None:
-            for _ in range(self.config.flush_reads):
-                dev.rx()
+        self._with_reconnect("flush", self._drain)
 
-        self._with_reconnect("flush", drain)
+    def _drain(self, dev: Any) -> None:
+        for _ in range(self.config.flush_reads):
+            dev.rx()
+        _adc_status(dev, clear=True)  # the stale ring overflowed while idle: that loss is wanted
 
     def receive(self, n_samples: int, *, flush: bool = True) -> npt.NDArray[np.complex128]:
-        """Capture at least ``n_samples`` fresh samples: [k * rx_buffer_size] complex128."""
+        """Capture at least ``n_samples`` fresh samples: [k * rx_buffer_size] complex128.
+
+        Afterwards ``overflowed`` says whether the ADC dropped samples since the flush (or
+        the previous receive): a capture with a gap in it, which ``overflows`` counts.
+        """
         if n_samples < 1:
             raise ConfigError(f"n_samples must be >= 1, got {n_samples}")
         size = self.config.rx_buffer_size
@@ -349,8 +367,7 @@ class PlutoRadio:
 
         def capture(dev: Any) -> npt.NDArray[np.complex128]:
             if flush:
-                for _ in range(self.config.flush_reads):
-                    dev.rx()
+                self._drain(dev)
             out = np.empty(n_buf * size, dtype=np.complex128)
             for i in range(n_buf):
                 buf = np.asarray(dev.rx())
@@ -359,9 +376,32 @@ class PlutoRadio:
                         f"rx() returned {buf.dtype} {buf.shape}, expected {size} complex samples"
                     )
                 out[i * size : (i + 1) * size] = buf
+            status = _adc_status(dev, clear=True)
+            self.overflowed = None if status is None else bool(status & ADC_OVERFLOW)
+            if self.overflowed:
+                self.overflows += 1
+                log.warning("capture_overflow", samples=out.size, overflows=self.overflows)
             return out
 
         return self._with_reconnect("receive", capture)
+
+
+def _adc_status(dev: Any, *, clear: bool) -> int | None:
+    """The ADC core's status register (cleared after reading), or None if it cannot be read.
+
+    A missing register is not a failure of the capture: a stand-in may not model it, and a
+    lost link shows on the next ``rx()``, where the reconnect logic handles it.
+    """
+    adc = getattr(dev, "_rxadc", None)
+    if adc is None or not hasattr(adc, "reg_read"):
+        return None
+    try:
+        status = int(adc.reg_read(ADC_STATUS_REG))
+        if clear and status:
+            adc.reg_write(ADC_STATUS_REG, status)
+    except (OSError, ValueError, TypeError):
+        return None
+    return status
 
 
 def _detached(exc: BaseException) -> BaseException:

@@ -10,48 +10,35 @@ import argparse
 import os
 import socket
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
 from common.modulation import Modulation
-from common.phy import PhyConfig, demodulate_payload, modulate_payload
 from common.radio.emu.air import Air, AirConfig
 from common.radio.emu.server import PlutoEmulator
+from common.radio.loopback import loopback
 from common.radio.pluto import PlutoConfig, PlutoRadio
 from common.runtime import free_tcp_port, spawn_cli, stop_process
-
-LEAD_S = 0.3
 
 
 def goodput(snr_db: float, payload_bytes: int, rate: int, seed: int) -> list[dict[str, float | str]]:
     rows: list[dict[str, float | str]] = []
-    phy = PhyConfig()
     payload = np.random.default_rng(seed).integers(0, 256, payload_bytes, dtype=np.uint8).tobytes()
     with PlutoEmulator(Air(AirConfig(snr_db=snr_db, cfo=2e-4, timing_offset=0.3, seed=seed))) as emu, \
             PlutoRadio(PlutoConfig(uri=emu.uri, sample_rate_hz=rate, rf_bandwidth_hz=rate)) as radio:
         for i, modulation in enumerate(Modulation):
-            burst = modulate_payload(payload, modulation, i, phy)
-            got: list[np.ndarray] = []
-
-            def capture(n: int = burst.size + int(2 * LEAD_S * rate), out: list[np.ndarray] = got) -> None:
-                out.append(radio.receive(n))
-
-            thread = threading.Thread(target=capture)
             t0 = time.monotonic()
-            thread.start()
-            thread.join(LEAD_S)
-            radio.transmit(burst)
-            thread.join(120)
+            run = loopback(radio, payload, modulation, batch_id=i)
             wall = time.monotonic() - t0
-            result = demodulate_payload(got[0], phy, expected_batch_id=i)
+            result = run.result
             valid = int(result.valid.sum())
-            air_s = burst.size / rate
+            air_s = run.burst_samples / rate
             rows.append({"modulation": modulation.value, "burst_s": air_s, "valid_bytes": valid,
                          "frames_lost": result.frames_lost, "snr_db": result.snr_db,
-                         "goodput_kbit_s": 8 * valid / air_s / 1e3, "wall_s": wall})
+                         "goodput_kbit_s": 8 * valid / air_s / 1e3, "wall_s": wall,
+                         "overflowed": {None: "?", False: "no", True: "yes"}[run.overflowed]})
     return rows
 
 
@@ -101,10 +88,11 @@ def bench_air_main(argv: list[str]) -> int:
     args = p.parse_args(argv)
     print(f"goodput over the emulated air, Es/N0 {args.snr_db:g} dB, {args.payload_bytes} B payload, "
           f"{args.rate / 1e6:g} MS/s (libiio loopback through one emulated Pluto)")
-    print(f"{'mod':>8} {'burst s':>8} {'valid B':>8} {'fr.lost':>7} {'SNR dB':>7} {'kbit/s':>8} {'wall s':>7}")
+    print(f"{'mod':>8} {'burst s':>8} {'valid B':>8} {'fr.lost':>7} {'SNR dB':>7} {'kbit/s':>8} {'wall s':>7} "
+          f"{'overflow':>8}")
     for r in goodput(args.snr_db, args.payload_bytes, args.rate, args.seed):
         print(f"{r['modulation']:>8} {r['burst_s']:8.4f} {r['valid_bytes']:8} {r['frames_lost']:7} "
-              f"{r['snr_db']:7.1f} {r['goodput_kbit_s']:8.1f} {r['wall_s']:7.2f}")
+              f"{r['snr_db']:7.1f} {r['goodput_kbit_s']:8.1f} {r['wall_s']:7.2f} {r['overflowed']:>8}")
     print("\nemulator CPU while one client streams its ADC (process CPU time / wall time)")
     print(f"{'MS/s':>6} {'air s':>6} {'wall s':>7} {'kept up':>7} {'CPU s/s':>8} {'CPU per MS/s':>12}")
     for c in emulator_cpu([int(float(x)) for x in args.cpu_rates.split(",")], args.cpu_seconds):

@@ -287,11 +287,17 @@ def test_hardware_loopback() -> None:
     cyclic buffer.
     """
     from common.modulation import Modulation
-    from tests.common.radio.loopback import loopback, wrong_bytes
+    from common.radio.loopback import loopback, wrong_bytes
 
     uri = os.environ.get("SEMALIGN_PLUTO_URI", "ip:192.168.2.1")
     payload = np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8).tobytes()
     with PlutoRadio(PlutoConfig(uri=uri, sample_rate_hz=2_000_000)) as radio:
-        result = loopback(radio, payload, Modulation.QPSK)
-    assert result.frames_total > 0
-    assert wrong_bytes(result, payload) == 0
+        run = loopback(radio, payload, Modulation.QPSK, attempts=3)
+    assert run.result.frames_total > 0, f"no frame found in {run.captures} capture(s)"
+    assert wrong_bytes(run.result, payload) == 0
+
+
+def test_a_device_without_a_status_register_cannot_say_whether_a_capture_overflowed(fake_adi: Any) -> None:
+    with _radio(uri="ip:fake", rx_buffer_size=1024) as radio:
+        radio.receive(10)
+    assert radio.overflowed is None and radio.overflows == 0
