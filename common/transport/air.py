@@ -3,6 +3,10 @@
 The ``air_ready`` handshake: RX, told of a batch by its envelope, starts capturing and
 answers ``AirReady``; only then does TX put the burst on the air, so the burst lies
 inside RX's capture window. TX keeps each burst until the batch is acknowledged.
+
+A TX that answers late (a loaded laptop, a slow link for the ``AirReady``) starts its burst
+late; when the capture ends before the burst can have, RX reads on, once, for the samples
+still to come, so a late burst costs time rather than its tail.
 """
 
 from __future__ import annotations
@@ -12,7 +16,8 @@ from typing import ClassVar
 import numpy as np
 
 from common.errors import ConfigError, RadioError, SizeMismatch, Unreachable
-from common.phy import PhyConfig
+from common.log import get_logger
+from common.phy import PhyConfig, PhyResult
 from common.radio.pluto import PlutoRadio
 from common.transport.base import (
     Bearer,
@@ -32,6 +37,8 @@ from common.wire.messages import AirReady, Envelope
 CAPTURE_MARGIN_S = 0.25
 #: Longest burst RX agrees to capture (samples); checked before the capture buffer exists.
 MAX_BURST_SAMPLES = 1 << 25
+
+log = get_logger("semalign.transport")
 
 
 class AirBearer(Bearer):
@@ -88,7 +95,29 @@ class AirBearer(Bearer):
             raise RadioError(f"cannot ask TX to transmit batch {envelope.batch_id}: peer unreachable") from None
         margin = int(CAPTURE_MARGIN_S * self.radio.config.sample_rate_hz)
         samples = self.radio.receive(envelope.samples + margin, flush=False)
-        return demodulated(samples, envelope, self.phy)
+        received = demodulated(samples, envelope, self.phy)
+        more = _still_to_come(received.phy, envelope.samples, margin, samples.size)
+        if more:
+            log.info("capture_extended", batch=envelope.batch_id, samples=more, frames_lost=received.frames_lost)
+            samples = np.concatenate([samples, self.radio.receive(more, flush=False)])
+            received = demodulated(samples, envelope, self.phy)
+        return received
 
     def close(self) -> None:
         self.radio.close()
+
+
+def _still_to_come(result: PhyResult | None, burst: int, margin: int, captured: int) -> int:
+    """Samples to read on when frames are missing and the burst may not have ended yet.
+
+    The burst began no earlier than its first frame found, so it is over by that frame's
+    start + ``burst`` (plus a tenth of the margin for the receive filter); with no frame
+    nor preamble found it may not have begun, and one more capture's worth is read.
+    """
+    if result is None or result.complete:
+        return 0
+    if not result.frames:
+        # Preambles whose headers failed: the burst was there, and is lost to noise.
+        return 0 if result.headers_failed else burst + margin
+    ends_by = int(min(f.start for f in result.frames)) + burst + margin // 10
+    return max(ends_by - captured, 0)
