@@ -13,12 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import zmq
-
 from common.config import add_config_flags, flag_values, load_config
 from common.errors import TransportError
 from common.transport.security import SecurityConfig, secure_client
-from common.transport.zmq import make_socket
 from common.wire.messages import MAX_META_BYTES
 from tx.control import COMMANDS, ControlRequest, decode_reply
 
@@ -39,6 +36,10 @@ class CtlConfig:
 def request(endpoint: str, req: ControlRequest, *, timeout_s: float = REQUEST_TIMEOUT_S,
             tries: int = REQUEST_TRIES, security: SecurityConfig | None = None) -> dict[str, Any]:
     """Send ``req`` to TX's control endpoint and return its decoded reply."""
+    import zmq  # here, not at the top: ``semalign ctl --help`` and argument errors stay light
+
+    from common.transport.zmq import make_socket
+
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     for _ in range(tries):
         sock = make_socket(ctx, zmq.REQ, max_msg=2 * MAX_META_BYTES)

@@ -72,7 +72,7 @@ def test_every_command_resolves() -> None:
 @pytest.mark.parametrize(
     ("argv", "code"),
     [(["--help"], 0), ([], 2), (["bogus"], 2), (["tx", "--help"], 0), (["bench", "--help"], 0),
-     (["pretrain", "--help"], 0)],
+     (["pretrain", "--help"], 0), (["ctl", "--help"], 0)],
 )
 def test_help_imports_no_torch_or_zmq(argv: list[str], code: int) -> None:
     script = (
