@@ -18,6 +18,7 @@ import threading
 
 import numpy as np
 
+from common.errors import RadioError
 from common.modulation import Modulation
 from common.phy import PhyConfig, PhyResult, demodulate_payload, modulate_payload
 from common.radio.pluto import PlutoRadio
@@ -30,6 +31,8 @@ TIMEOUT_S = 60.0
 
 @dataclasses.dataclass(frozen=True)
 class Loopback:
+    """What came back of one burst, and how many captures that took."""
+
     result: PhyResult
     #: Length of the burst on the air (samples).
     burst_samples: int
@@ -69,11 +72,13 @@ def _capture_around(radio: PlutoRadio, burst: np.ndarray, n: int) -> np.ndarray:
 
     thread = threading.Thread(target=capture, daemon=True)
     thread.start()
-    assert flushed.wait(TIMEOUT_S), "the capture did not start"
+    if not flushed.wait(TIMEOUT_S):
+        raise RadioError(f"the capture did not start within {TIMEOUT_S:g} s")
     if not failed:
         radio.transmit(burst)
     thread.join(TIMEOUT_S)
-    assert not thread.is_alive(), "the capture did not finish"
+    if thread.is_alive():
+        raise RadioError(f"the capture did not finish within {TIMEOUT_S:g} s")
     if failed:
         raise failed[0]
     return captured[0]

@@ -352,7 +352,7 @@ class PlutoRadio:
     def _drain(self, dev: Any) -> None:
         for _ in range(self.config.flush_reads):
             dev.rx()
-        _adc_status(dev, clear=True)  # the stale ring overflowed while idle: that loss is wanted
+        _read_and_clear_adc_status(dev)  # the stale ring overflowed while idle: that loss is wanted
 
     def receive(self, n_samples: int, *, flush: bool = True) -> npt.NDArray[np.complex128]:
         """Capture at least ``n_samples`` fresh samples: [k * rx_buffer_size] complex128.
@@ -376,7 +376,7 @@ class PlutoRadio:
                         f"rx() returned {buf.dtype} {buf.shape}, expected {size} complex samples"
                     )
                 out[i * size : (i + 1) * size] = buf
-            status = _adc_status(dev, clear=True)
+            status = _read_and_clear_adc_status(dev)
             self.overflowed = None if status is None else bool(status & ADC_OVERFLOW)
             if self.overflowed:
                 self.overflows += 1
@@ -386,8 +386,8 @@ class PlutoRadio:
         return self._with_reconnect("receive", capture)
 
 
-def _adc_status(dev: Any, *, clear: bool) -> int | None:
-    """The ADC core's status register (cleared after reading), or None if it cannot be read.
+def _read_and_clear_adc_status(dev: Any) -> int | None:
+    """The ADC core's status register, cleared once read; None if it cannot be read.
 
     A missing register is not a failure of the capture: a stand-in may not model it, and a
     lost link shows on the next ``rx()``, where the reconnect logic handles it.
@@ -397,7 +397,7 @@ def _adc_status(dev: Any, *, clear: bool) -> int | None:
         return None
     try:
         status = int(adc.reg_read(ADC_STATUS_REG))
-        if clear and status:
+        if status:
             adc.reg_write(ADC_STATUS_REG, status)
     except (OSError, ValueError, TypeError):
         return None

@@ -110,7 +110,7 @@ class AirBearer(Bearer):
 def _still_to_come(result: PhyResult | None, burst: int, margin: int, captured: int) -> int:
     """Samples to read on when frames are missing and the burst may not have ended yet.
 
-    The burst began no earlier than its first frame found, so it is over by that frame's
+    The burst began no later than its first frame found, so it is over by that frame's
     start + ``burst`` (plus a tenth of the margin for the receive filter); with no frame
     nor preamble found it may not have begun, and one more capture's worth is read.
     """
