@@ -25,17 +25,19 @@ def _rx(air: Air, count: int = 4, samples: int = BLOCK) -> tuple[RxBuffer, Ad936
 
 
 def test_after_idle_the_ring_returns_stale_blocks_then_fresh_ones() -> None:
-    air = Air(AirConfig(snr_db=30.0))
+    now = [0.0]  # the air's clock, moved by hand: 1 ms blocks leave no room for a stalled host
+    air = Air(AirConfig(snr_db=30.0), clock=lambda: now[0])
     buf, state = _rx(air)
-    time.sleep(0.03)  # 30 blocks' worth of idle: the ring filled with the first 4, then stalled
+    now[0] = 0.03  # 30 blocks' worth of idle: the ring filled with the first 4, then stalled
     t_first = air.now(RATE)
     starts = []
-    for _ in range(6):
+    for i in range(6):
+        if i >= 4:
+            now[0] += BLOCK / RATE  # one more block's worth of air for each fresh read
         assert len(buf.read(1.0)) == BLOCK * 4
         starts.append(buf.last_start)
-    assert starts[:4] == [starts[0] + i * BLOCK for i in range(4)]
-    assert starts[0] < BLOCK  # captured right after the open: stale
-    assert starts[4] >= t_first  # the DMA resumed when the first stale block was handed back
+    assert starts[:4] == [i * BLOCK for i in range(4)]  # captured right after the open: stale
+    assert starts[4] == t_first  # the DMA resumed when the first stale block was handed back
     assert starts[5] == starts[4] + BLOCK  # then back to back
     assert buf.overflows == 1
     state.reg_write("rx", hex(STATUS_REG))
@@ -62,7 +64,8 @@ def test_a_block_longer_than_the_timeout_times_out() -> None:
 
 
 def test_dac_queue_blocks_while_full_and_counts_gaps() -> None:
-    air = Air()
+    now = [0.0]  # the air's clock, moved by hand: only the pushes' own waits take real time
+    air = Air(clock=lambda: now[0])
     state = Ad936xState()
     state.sample_rate = RATE
     sender = air.new_id()
@@ -71,10 +74,9 @@ def test_dac_queue_blocks_while_full_and_counts_gaps() -> None:
     t0 = time.monotonic()
     for _ in range(6):  # 6 x 10 ms: the 5th and 6th push wait for room (3 queued behind one playing)
         tx.write(block, 1.0)
-    elapsed = time.monotonic() - t0
-    assert 0.015 < elapsed < 0.2
-    assert tx.underflows == 0
-    time.sleep(0.08)  # the host is late: the queue ran dry
+    assert time.monotonic() - t0 > 0.025  # waits of 10 ms, then 20 ms
+    assert tx.underflows == 0 and air.queued_until(sender) == 60_000
+    now[0] = 0.08  # the host is late: the queue ran dry at 60 ms
     tx.write(block, 1.0)
     assert tx.underflows == 1
 
