@@ -11,7 +11,6 @@ from collections.abc import Iterable, Mapping
 
 from common.errors import ConfigError
 from common.modulation import Modulation
-from common.phy.theory import esn0_db_for_ber
 
 # Threshold table (Es/N0 in dB, the lowest SNR at which a modulation may be used):
 #
@@ -44,6 +43,8 @@ def threshold_table(
     target_ber: float = DEFAULT_TARGET_BER, margin_db: float = DEFAULT_MARGIN_DB
 ) -> dict[Modulation, float]:
     """Es/N0 thresholds: theory at ``target_ber`` plus ``margin_db``, rounded up to 0.5 dB."""
+    from common.phy.theory import esn0_db_for_ber  # scipy: only when the table is recomputed
+
     return {
         m: math.ceil(2.0 * (esn0_db_for_ber(m, target_ber) + margin_db)) / 2.0
         for m in Modulation

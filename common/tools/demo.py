@@ -172,11 +172,17 @@ def main(argv: list[str] | None = None) -> int:
                 print(format_row(record, sim), flush=True)
             shown = len(records)
             if not sim and not switched and shown >= args.batches // 2:
-                reply = request(ctl_ep, ControlRequest("set-modulation", args.switch_to))
+                switched = True
+                try:
+                    reply = request(ctl_ep, ControlRequest("set-modulation", args.switch_to))
+                except TransportError:
+                    if tx.poll() is None:
+                        raise  # TX is running and does not answer: that is an error
+                    reply = {"ok": False, "error": "TX finished its batches first"}
                 plan = reply.get("plan", {})
                 print(f"-- ctl set-modulation {args.switch_to}: from batch {reply.get('effective_from_batch')}, "
-                      f"B_max={plan.get('b_max')} alpha={plan.get('alpha')} N_max={plan.get('n_max')}", flush=True)
-                switched = True
+                      f"B_max={plan.get('b_max')} alpha={plan.get('alpha')} N_max={plan.get('n_max')}"
+                      if reply.get("ok") else f"-- ctl set-modulation refused: {reply.get('error')}", flush=True)
             elif not sim and switched and not shifted and shown >= args.batches // 2 + 1:
                 # The story's second half: a sensor shift the receiver has to align to.
                 shifted = True

@@ -24,10 +24,11 @@ from typing import TYPE_CHECKING, ClassVar, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from common.phy import PhyConfig, PhyResult
+from common.phy.config import PhyConfig
 from common.wire.messages import AirReady, Envelope
 
 if TYPE_CHECKING:
+    from common.phy.demodulator import PhyResult
     from common.radio.pluto import PlutoConfig
 
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,6 +31,8 @@ from common.transport.sim import SimBearer
 from common.transport.zmq import DealerWire, RouterWire, ZmqBearer
 from common.wire import messages
 from common.wire import payload as wire
+
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _unsynced() -> SyncState:
@@ -251,3 +257,23 @@ def test_tx_config_labelling_reaches_the_bearer() -> None:
     assert TxConfig(transport="sim", labelling="3gpp").labelling == "3gpp"
     with pytest.raises(ConfigError, match="labelling"):
         TxConfig(labelling="ascii")
+
+
+def test_the_zeromq_path_loads_no_dsp() -> None:
+    """TX over ZeroMQ and the control client start without scipy (the PHY loads on first use)."""
+    script = ("import json, sys\nimport common.transport.zmq, tx.daemon, tx.ctl\nfrom common.phy import PhyConfig\n"
+              "print(json.dumps([m for m in sys.modules if m.split('.')[0] == 'scipy' or m.startswith('common.phy.')]))")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=ROOT)
+    loaded = set(json.loads(out.stdout))
+    assert "common.phy.config" in loaded and "common.phy.amc" in loaded  # settings and TX's AMC table
+    assert not loaded & {"scipy", "common.phy.channel", "common.phy.sync", "common.phy.theory",
+                         "common.phy.demodulator", "common.phy.modulator"}
+
+
+def test_the_phy_facade_loads_a_name_where_it_lives() -> None:
+    import common.phy as phy
+    from common.phy.demodulator import demodulate_payload
+
+    assert phy.demodulate_payload is demodulate_payload and "AmcPolicy" in dir(phy)
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        _ = phy.nothing  # type: ignore[attr-defined]
