@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import statistics
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from threadpoolctl import threadpool_limits
 
 from common.bench.paper import LoopbackLink, int_list, sources
 from common.bench.report import machine, mean_std, write_csv
+from common.config import build
 from common.data.spec import DATASET_NAMES, Dataset, get_spec, load_dataset
 from common.errors import BenchError
 from common.ml.adapt import AdaptConfig, AdaptMode
@@ -98,30 +100,32 @@ class Cell:
     eval_images: int | None
     modulation: str = "64qam"
     #: AdaptConfig fields overridden for every policy (tuning on the validation split).
-    overrides: tuple[tuple[str, float], ...] = ()
+    overrides: tuple[tuple[str, Any], ...] = ()
 
 
-def parse_overrides(text: str) -> tuple[tuple[str, float], ...]:
-    """``"continual_lr=5e-4 gate_skip=0.01"`` -> checked (field, number) pairs."""
-    names = {f.name for f in fields(AdaptConfig)}
+def parse_overrides(text: str) -> tuple[tuple[str, Any], ...]:
+    """``"continual_lr=5e-4 gate_skip=0.01 bank_start=blend"`` -> (field, value) pairs.
+
+    A value is read as a JSON scalar (``5e-4``, ``3``, ``true``), else kept as text; the
+    config loader then checks every pair against ``AdaptConfig`` as it would a YAML file.
+    """
     out = []
     for item in text.split():
-        name, _, value = item.partition("=")
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise BenchError(f"--adapt-set: expected NAME=VALUE, got {item!r}")
         try:
-            number = float(value)
+            out.append((name, json.loads(value)))
         except ValueError:
-            raise BenchError(f"--adapt-set: expected NAME=NUMBER, got {item!r}") from None
-        if name not in names:
-            raise BenchError(f"--adapt-set: {name!r} is not an AdaptConfig field")
-        out.append((name, number))
-    return tuple(out)
+            out.append((name, value))
+    pairs = tuple(out)
+    build(AdaptConfig, dict(pairs), "--adapt-set")
+    return pairs
 
 
-def policy_config(policy: str, seed: int, overrides: tuple[tuple[str, float], ...] = ()) -> AdaptConfig:
+def policy_config(policy: str, seed: int, overrides: tuple[tuple[str, Any], ...] = ()) -> AdaptConfig:
     """The receiver's adaptation settings for a policy name of ``POLICIES``."""
-    kinds = {f.name: f.type for f in fields(AdaptConfig)}
-    base = AdaptConfig(seed=seed, **{k: int(v) if kinds[k] in (int, "int") else v  # type: ignore[arg-type]
-                                     for k, v in overrides})
+    base = build(AdaptConfig, {**dict(overrides), "seed": seed}, "--adapt-set")
     if policy == "none":
         return replace(base, mode=AdaptMode.NONE, policy=AlignPolicy.RESET)
     if policy == "e2e":

@@ -7,10 +7,20 @@ from pathlib import Path
 
 import pytest
 
-from common.bench.align import COLUMNS, Cell, Scenario, policy_config, report, run_cells, summarise
+from common.bench.align import (
+    COLUMNS,
+    Cell,
+    Scenario,
+    parse_overrides,
+    policy_config,
+    report,
+    run_cells,
+    summarise,
+)
 from common.data.spec import load_dataset
-from common.errors import BenchError
+from common.errors import BenchError, ConfigError
 from common.ml.bundle import Bundle
+from common.ml.config import BankStart
 
 pytestmark = pytest.mark.slow
 
@@ -63,6 +73,21 @@ def test_scenarios_parse(text: str, ok: bool) -> None:
     else:
         with pytest.raises(Exception):  # noqa: B017 - BenchError, ShiftError or ConfigError
             Scenario.parse(text)
+
+
+def test_adapt_set_is_read_as_the_config_loader_reads_a_file() -> None:
+    pairs = parse_overrides("continual_lr=5e-4 gate_samples=256 bank_start=blend gate_skip=0")
+    cfg = policy_config("auto", 3, pairs)
+    assert (cfg.continual_lr, cfg.gate_samples, cfg.bank_start, cfg.gate_skip, cfg.seed) == (
+        5e-4, 256, BankStart.BLEND, 0.0, 3)
+    with pytest.raises(ConfigError, match="--adapt-set: gate_samples: expected an integer"):
+        parse_overrides("gate_samples=0.5")
+    with pytest.raises(ConfigError, match=r"unknown setting.*gate_skp"):
+        parse_overrides("gate_skp=0.01")
+    with pytest.raises(ConfigError, match="gate_skip must be in"):
+        parse_overrides("gate_skip=0.5")  # above gate_strong: AdaptConfig's own check
+    with pytest.raises(BenchError, match="expected NAME=VALUE"):
+        parse_overrides("gate_skip")
 
 
 def test_unknown_policy_refused() -> None:
