@@ -42,10 +42,10 @@ DEFAULT_FLUSH_READS = 4
 DEFAULT_RECONNECT_WINDOW_S = 10.0
 #: Reconnect attempts back off from ``reconnect_delay_s`` by x2 up to this pause.
 MAX_RECONNECT_DELAY_S = 2.0
-#: Status register of the AXI ADC core (``cf-ad9361-lpc``), reached through its
-#: ``direct_reg_access`` debug attribute: bit 2 is set when the DMA found no free block and
-#: dropped samples (the host did not read fast enough); writing the bit clears it.
-ADC_STATUS_REG = 0x80000088
+#: Status register of the AXI ADC and DAC cores (``cf-ad9361-lpc``, ``cf-ad9361-dds-core-lpc``),
+#: reached through their ``direct_reg_access`` debug attribute; writing a bit clears it.
+STATUS_REG = 0x80000088
+#: ADC status bit: the DMA found no free block and dropped samples (the host read too slowly).
 ADC_OVERFLOW = 0x4
 
 
@@ -396,9 +396,9 @@ def _read_and_clear_adc_status(dev: Any) -> int | None:
     if adc is None or not hasattr(adc, "reg_read"):
         return None
     try:
-        status = int(adc.reg_read(ADC_STATUS_REG))
+        status = int(adc.reg_read(STATUS_REG))
         if status:
-            adc.reg_write(ADC_STATUS_REG, status)
+            adc.reg_write(STATUS_REG, status)
     except (OSError, ValueError, TypeError):
         return None
     return status

@@ -17,7 +17,8 @@ import numpy as np
 
 from common.errors import IiodError
 from common.radio.emu.air import REFERENCE_RX_GAIN_DB, Air, IqArray, Listener, Transmission
-from common.radio.emu.devices import ADC_OVERFLOW, DAC_UNDERFLOW, Ad936xState
+from common.radio.emu.devices import DAC_UNDERFLOW, Ad936xState
+from common.radio.pluto import ADC_OVERFLOW
 
 #: libiio's (and the kernel's) default number of blocks per buffer.
 DEFAULT_BUFFERS = 4

@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable
 
 from common.errors import IiodError
+from common.radio.pluto import STATUS_REG
 
 #: The AD9364 LO range (a Pluto with the widely used firmware setting; PlutoConfig's range);
 #: the stock AD9363 covers 325 MHz - 3.8 GHz (``part="ad9363"``).
@@ -34,10 +35,7 @@ GAIN_MODES = ("manual", "fast_attack", "slow_attack", "hybrid")
 #: RFPLL: 40 MHz reference doubled, 23-bit fractional modulus, VCO 6-12 GHz divided by 2..128.
 _REF_HZ = 80_000_000
 _FRAC_MODULUS = 8_388_593
-#: Status register of the AXI ADC/DAC cores: bit 2 ADC overflow, bit 0 DAC underflow
-#: (write 1 to clear), read through the ``direct_reg_access`` debug attribute.
-STATUS_REG = 0x80000088
-ADC_OVERFLOW = 0x4
+#: DAC status bit of the cores' status register (``STATUS_REG``, the driver's): an underflow.
 DAC_UNDERFLOW = 0x1
 #: Largest FIR: 128 taps, in multiples of 16.
 MAX_FIR_TAPS = 128

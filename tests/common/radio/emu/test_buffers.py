@@ -12,7 +12,8 @@ import pytest
 from common.errors import IiodError
 from common.radio.emu.air import Air, AirConfig
 from common.radio.emu.buffers import RxBuffer, TxBuffer
-from common.radio.emu.devices import ADC_OVERFLOW, STATUS_REG, Ad936xState
+from common.radio.emu.devices import Ad936xState
+from common.radio.pluto import ADC_OVERFLOW, STATUS_REG
 
 RATE = 1_000_000
 BLOCK = 1000

@@ -8,7 +8,8 @@ import pytest
 
 from common.errors import IiodError
 from common.radio.emu.context import context_xml
-from common.radio.emu.devices import ADC_OVERFLOW, STATUS_REG, Ad936xState, build_devices
+from common.radio.emu.devices import Ad936xState, build_devices
+from common.radio.pluto import ADC_OVERFLOW, STATUS_REG
 
 
 def _fir(dec: int, taps: int = 128) -> str:
