@@ -90,7 +90,8 @@ def coerce(where: str, value: Any, hint: Any, choices: Sequence[Any] | None = No
     """Check ``value`` against a type hint, converting only where lossless.
 
     Handles bool, int, float, str, any ``enum.Enum`` (by value; strings case-insensitively),
-    any dataclass (from a mapping, recursively), ``X | None`` and ``tuple[X, ...]``.
+    any dataclass (from a mapping, recursively), ``X | None``, ``tuple[X, ...]`` and
+    ``dict[K, V]`` (from a mapping, keys and values each coerced).
     """
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
@@ -107,6 +108,8 @@ def coerce(where: str, value: Any, hint: Any, choices: Sequence[Any] | None = No
         raise ConfigError(f"{where}: expected {' or '.join(map(_describe, args))}, got {value!r}")
     if origin is tuple:
         return _coerce_tuple(where, value, typing.get_args(hint))
+    if origin is dict:
+        return _coerce_dict(where, value, typing.get_args(hint))
     if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         if isinstance(value, hint):
             return value
@@ -168,6 +171,17 @@ def _coerce_tuple(where: str, value: Any, args: tuple[Any, ...]) -> tuple[Any, .
     return tuple(coerce(f"{where}[{i}]", v, a) for i, (v, a) in enumerate(zip(value, args, strict=True)))
 
 
+def _coerce_dict(where: str, value: Any, args: tuple[Any, ...]) -> dict[Any, Any]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where}: expected a mapping of NAME: VALUE, got {value!r}")
+    key_hint, value_hint = args
+    out: dict[Any, Any] = {}
+    for k, v in value.items():
+        key = coerce(f"{where}: key {k!r}", k, key_hint)
+        out[key] = coerce(f"{where}: {key}", v, value_hint)
+    return out
+
+
 def _describe(hint: Any) -> str:
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(
         hint, getattr(hint, "__name__", str(hint))
@@ -227,6 +241,10 @@ def add_config_flags(
         elif typing.get_origin(hint) is tuple:
             kwargs["nargs"] = "+"
             kwargs["type"] = typing.get_args(hint)[0]
+        elif typing.get_origin(hint) is dict:
+            # NAME=VALUE ... becomes the mapping the YAML would hold; it merges over the file's.
+            kwargs["nargs"] = "+"
+            kwargs["action"] = _MappingAction
         elif isinstance(hint, type) and issubclass(hint, enum.Enum):
             choices = choices or [m.value for m in hint]
             kwargs["type"] = type(choices[0])
@@ -234,10 +252,27 @@ def add_config_flags(
             kwargs["type"] = hint
         if choices is not None:
             kwargs["choices"] = list(choices)
+        elif typing.get_origin(hint) is dict:
+            kwargs["metavar"] = "NAME=VALUE"
         elif hint is not bool:
             kwargs["metavar"] = f.name.upper()
         kwargs["help"] = _help(f.metadata.get(HELP) or docs.get(f.name, ""), f)
         parser.add_argument("--" + key.replace(".", "-").replace("_", "-"), *aliases.get(key, ()), **kwargs)
+
+
+class _MappingAction(argparse.Action):
+    """``--flag NAME=VALUE [NAME=VALUE ...]`` -> ``{NAME: VALUE, ...}`` (a ``dict`` setting)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: str | Sequence[Any] | None, option_string: str | None = None) -> None:
+        items = [values] if isinstance(values, str) else list(values or [])
+        out: dict[str, str] = {}
+        for item in items:
+            name, sep, value = str(item).partition("=")
+            if not sep or not name:
+                parser.error(f"{option_string}: expected NAME=VALUE, got {item!r}")
+            out[name] = value
+        setattr(namespace, self.dest, out)
 
 
 def config_parser(

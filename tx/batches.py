@@ -6,6 +6,7 @@ encode times mean the same thing.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +20,7 @@ from common.ml.bundle import Bundle
 from common.wire import messages
 from common.wire import payload as wire
 from tx.plan import LinkPlan
-from tx.shift import Shift
+from tx.shift import Plugin, Shift
 
 log = get_logger("semalign.tx")
 
@@ -42,12 +43,12 @@ class BatchBuilder:
     """Turns images into batches; ``build`` draws them from the dataset's test stream and pool."""
 
     def __init__(self, bundle: Bundle, dataset: Dataset | None = None, *, seed: int = 0,
-                 transport: str = "zmq", shift: str = "") -> None:
+                 transport: str = "zmq", shift: str = "", plugins: Mapping[str, Plugin] | None = None) -> None:
         self.bundle = bundle
         self.dataset = dataset
         self.transport = transport
         #: Applied to every image drawn by ``build`` (test and training alike) before PCA.
-        self.shift = Shift(shift, seed=seed)
+        self.shift = Shift(shift, seed=seed, plugins=plugins)
         self.rng = np.random.default_rng(seed)
         self.stream_pos = 0
         self._pool_warned = False

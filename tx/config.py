@@ -18,7 +18,7 @@ from common.transport.base import BearerSettings, Transport, bearer_class
 from common.transport.security import SecurityConfig
 from common.wire.payload import ValueType
 from tx.plan import AlphaPolicy, LinkPolicy
-from tx.shift import parse_spec
+from tx.shift import check_plugin_entries, parse_spec
 
 VALUE_TYPES = tuple(v.name.lower() for v in ValueType)
 #: The transports a config file or flag may name.
@@ -47,8 +47,12 @@ class TxConfig(DaemonSettings):
     code_rate: float | None = None
     #: Type of each value on the wire: float32, float16, or int8 (steps from the bundle's PCA).
     value_type: str = field(default="float32", metadata={CHOICES: VALUE_TYPES})
-    #: Sensor shift applied to every image before PCA, e.g. rotate:20+noise:0.1 (tx/shift.py).
+    #: Sensor shift applied to every image before PCA, e.g. rotate:20+noise:0.1 (tx/shift.py);
+    #: a plugin is named by its shift_plugins NAME, never by module:function.
     shift: str = ""
+    #: Shift plugins of your own, NAME: module:function, imported once at TX start; a shift
+    #: spec (this file's or `semalign ctl set-shift`) may then use NAME. Flag: NAME=module:function.
+    shift_plugins: dict[str, str] = field(default_factory=dict)
     #: Batches to send; 0 streams until stopped or the test stream is exhausted.
     batches: int = 0
     #: Seconds between batches.
@@ -91,7 +95,9 @@ class TxConfig(DaemonSettings):
         _set(self, "link_policy", as_enum(LinkPolicy, "link_policy", self.link_policy))
         one_of("dataset", self.dataset, DATASET_NAMES)
         one_of("value_type", self.value_type, VALUE_TYPES)
-        parse_spec(self.shift)  # a plugin is imported when the daemon builds its first batch
+        check_plugin_entries(self.shift_plugins)
+        # Plugins are imported when the daemon starts (tx.shift.load_plugins); only names here.
+        parse_spec(self.shift, self.shift_plugins)
         one_of("log_level", self.log_level, LOG_LEVELS)
         one_of("labelling", self.labelling, LABELLINGS)
         # The bearer knows what it needs and what it reports; the config only asks it.

@@ -54,7 +54,7 @@ from tx.control import ControlRequest, decode_reply, encode_reply
 from tx.inflight import MAX_BACKOFF, Inflight, Pending
 from tx.plan import AlphaPolicy, LinkPlan, LinkState, make_plan
 from tx.scoring import Scoreboard, base_record
-from tx.shift import Shift
+from tx.shift import Shift, load_plugins
 
 log = get_logger("semalign.tx")
 
@@ -76,6 +76,8 @@ class TxDaemon:
             )
         self.config = config
         self.bundle = bundle
+        #: The shift plugins of tx.yaml, imported now and never again: a spec only names them.
+        self.plugins = load_plugins(config.shift_plugins)
         self.value_type = config.value_type_enum
         if self.value_type is ValueType.INT8:
             bundle.codec.int8_step(1)  # BundleError now, not at the first batch, if it has no scales
@@ -94,7 +96,7 @@ class TxDaemon:
         #: The last shift dropped because it failed at run time (status shows it), None: none.
         self.shift_error: str | None = None
         self.builder = BatchBuilder(bundle, dataset, seed=config.seed, transport=self.bearer.transport,
-                                    shift=config.shift)
+                                    shift=config.shift, plugins=self.plugins)
         #: One id per daemon start, in every metrics record and envelope: restarts are told apart.
         self.run_id = secrets.token_hex(6)
         self.inflight = Inflight(config.ack_timeout_s, config.max_attempts, run=self.run_id)
@@ -430,7 +432,8 @@ class TxDaemon:
         """Sensor shift, value type and RX's adapter reset: all from the next batch."""
         if req.cmd in ("set-shift", "clear-shift"):
             spec = "" if req.cmd == "clear-shift" else str(req.arg or "")
-            self.builder.shift = Shift(spec, seed=self.config.seed + self.next_batch)  # ShiftError if bad
+            # ShiftError if bad; a request chooses among the plugins loaded at start, imports none.
+            self.builder.shift = Shift(spec, seed=self.config.seed + self.next_batch, plugins=self.plugins)
             log.info("shift_changed", shift=str(self.builder.shift), from_batch=self.next_batch)
             return encode_reply(True, message=f"shift {self.builder.shift} from batch {self.next_batch}",
                                 effective_from_batch=self.next_batch, shift=str(self.builder.shift),

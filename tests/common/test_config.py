@@ -104,6 +104,8 @@ class Outer:
     name: str = field(default="a", metadata={CHOICES: ("a", "b")})
     inner: Inner = field(default_factory=Inner)
     maybe: Inner | None = None
+    #: NAME -> target.
+    named: dict[str, str] = field(default_factory=dict)
 
 
 def test_generic_coercion(tmp_path: Path) -> None:
@@ -123,6 +125,8 @@ GENERIC_BAD = [
     ("inner: {count: 1, bogus: 2}\n", "c.yaml: inner: unknown setting(s) bogus"),
     ("maybe: {enabled: 1}\n", "c.yaml: maybe: enabled: expected true or false, got 1"),
     ("on: 1\n", "c.yaml: unknown setting(s) True"),
+    ("named: [a, b]\n", "c.yaml: named: expected a mapping of NAME: VALUE, got ['a', 'b']"),
+    ("named: {a: [1]}\n", "c.yaml: named: a: expected a string, got [1]"),
 ]
 
 
@@ -149,6 +153,19 @@ def test_flags_cover_every_field_nested_too() -> None:
     assert load_config(Outer, None, flag_values(args)).maybe == Inner(1, True)
     with pytest.raises(SystemExit):
         parser.parse_args(["--name", "c"])
+
+
+def test_dict_settings_from_yaml_and_from_name_value_flags(tmp_path: Path) -> None:
+    f = tmp_path / "c.yaml"
+    f.write_text("named:\n  a: x.y:f\n  7: z:g\n")
+    assert load_config(Outer, f).named == {"a": "x.y:f", "7": "z:g"}  # YAML's int key read as a name
+    parser = argparse.ArgumentParser()
+    add_config_flags(parser, Outer)
+    args = parser.parse_args(["--named", "b=m:h", "a=m:k"])
+    # Flags merge over the file's entries, key by key, as a section's do.
+    assert load_config(Outer, f, flag_values(args)).named == {"a": "m:k", "7": "z:g", "b": "m:h"}
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--named", "no-equals-sign"])
 
 
 # --- TX and RX configs -----------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Sensor-shift plugins for the daemon tests: ``module:function`` targets TX imports by name."""
+"""Sensor-shift plugins for the daemon tests, registered in ``shift_plugins`` (NAME: module:function)."""
 
 from __future__ import annotations
 
@@ -15,3 +15,8 @@ def flaky(images: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     if _calls > 2:
         raise RuntimeError("sensor model lost its calibration")
     return images * np.float32(0.5)
+
+
+def exits(images: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """Calls ``sys.exit`` as a careless user plugin might: it must cost the batch, not TX."""
+    raise SystemExit(3)

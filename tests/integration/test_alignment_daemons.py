@@ -58,14 +58,15 @@ def test_live_shift_value_type_and_reset(digits_bundle_dir: Path, tmp_path: Path
 def test_a_plugin_failing_at_run_time_drops_its_shift_not_the_stream(digits_bundle_dir: Path, tmp_path: Path) -> None:
     data_ep, ctl_ep = endpoints()
     rx = start_rx(digits_bundle_dir, data_ep, tmp_path)
-    plugin = "tests.fakes.shift_plugins:flaky"  # fine for two batches, then raises
+    plugin = "flaky"  # tests.fakes.shift_plugins:flaky: fine for two batches, then raises
     tx = start_tx(digits_bundle_dir, data_ep, ctl_ep, tmp_path, "--batches", "4", "--max-inflight", "1",
-                  "--interval", "0.5", "--shift", plugin)
+                  "--interval", "0.5", "--shift-plugins", "flaky=tests.fakes.shift_plugins:flaky",
+                  "--shift", plugin)
     try:
         wait_for(lambda: len(metrics(tmp_path / "tx.jsonl")) >= 3, 60, "batches after the plugin failed")
         status = request(ctl_ep, ControlRequest("status"))["status"]
         assert status["shift"] == "none"
-        assert plugin in status["shift_error"] and "RuntimeError" in status["shift_error"]
+        assert repr(plugin) in status["shift_error"] and "RuntimeError" in status["shift_error"]
         assert tx.wait(90) == 0, tx.log_text()[-3000:]
     finally:
         tx.stop()
@@ -74,3 +75,36 @@ def test_a_plugin_failing_at_run_time_drops_its_shift_not_the_stream(digits_bund
     assert [r["batch"] for r in records] == [0, 1, 2, 3] and all(r["status"] == "ok" for r in records)
     assert [r["shift"] for r in records] == [plugin, plugin, "none", "none"]
     assert "shift_dropped" in tx.log_text() and "sensor model lost its calibration" in tx.log_text()
+
+
+def test_set_shift_never_imports_code_and_a_plugins_system_exit_costs_one_batch(
+        digits_bundle_dir: Path, tmp_path: Path) -> None:
+    """Defect 3: ``set-shift sys:exit`` was imported and called, and TX exited at its next batch."""
+    data_ep, ctl_ep = endpoints()
+    rx = start_rx(digits_bundle_dir, data_ep, tmp_path)
+    tx = start_tx(digits_bundle_dir, data_ep, ctl_ep, tmp_path, "--batches", "0", "--max-inflight", "1",
+                  "--interval", "0.3", "--shift-plugins", "exits=tests.fakes.shift_plugins:exits")
+    try:
+        wait_for(lambda: len(metrics(tmp_path / "tx.jsonl")) >= 1, 60, "a first batch")
+        for spec in ("sys:exit", "os:_exit", "noise:0.1+sys:exit"):
+            refused = request(ctl_ep, ControlRequest("set-shift", spec))
+            assert not refused["ok"] and "names code" in refused["error"], refused
+        unknown = request(ctl_ep, ControlRequest("set-shift", "othersensor"))
+        assert not unknown["ok"] and "unknown shift 'othersensor'" in unknown["error"], unknown
+        assert request(ctl_ep, ControlRequest("status"))["status"]["shift"] == "none"
+        chosen = request(ctl_ep, ControlRequest("set-shift", "exits"))
+        assert chosen["ok"] and chosen["shift"] == "exits"
+        wait_for(lambda: request(ctl_ep, ControlRequest("status"))["status"]["shift_error"], 30,
+                 "the plugin's SystemExit to drop the shift")
+        after = len(metrics(tmp_path / "tx.jsonl"))
+        wait_for(lambda: len(metrics(tmp_path / "tx.jsonl")) >= after + 2, 60, "TX to keep streaming")
+        status = request(ctl_ep, ControlRequest("status"))["status"]
+        assert tx.proc.poll() is None
+        assert status["shift"] == "none" and "SystemExit" in status["shift_error"] and status["lost"] == 0
+    finally:
+        tx.stop()
+        rx.stop()
+    records = metrics(tmp_path / "tx.jsonl")
+    assert [r["batch"] for r in records] == list(range(len(records)))
+    assert all(r["status"] == "ok" and r["shift"] == "none" for r in records)
+    assert "shift_dropped" in tx.log_text()
