@@ -241,9 +241,11 @@ class TxDaemon:
         self._send(pending, now)
 
     def _build(self, plan: LinkPlan) -> Batch:
-        return self.builder.build(
-            plan, self.next_batch, sync=self.sync.current().to_dict(),
-            offset=None if self.clock.estimate is None else self.clock.estimate.to_dict())
+        sync = self.sync.current()
+        # The exchange whose bound, aged to now, is least (not the least-delay one aged afterwards).
+        offset = self.clock.estimate_at(realtime_ns(), sync)
+        return self.builder.build(plan, self.next_batch, sync=sync.to_dict(),
+                                  offset=None if offset is None else offset.to_dict())
 
     def _send(self, pending: Pending, now: int) -> None:
         resend = pending.sends > 0

@@ -5,6 +5,7 @@ Also the clock probe/reply bodies TX and RX exchange over the control socket to 
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -53,6 +54,8 @@ class OffsetEstimate:
     bound_ns: int
     measured_at_ns: int  # the client's CLOCK_REALTIME when the reply arrived (t4)
     samples: int = 1
+    #: The probe sequence number of the exchange this estimate rests on (None: not from a probe).
+    seq: int | None = None
 
     def __post_init__(self) -> None:
         if self.delay_ns < 0 or self.bound_ns < 0:
@@ -62,8 +65,12 @@ class OffsetEstimate:
 
     def negated(self) -> OffsetEstimate:
         """The same estimate seen from the other clock (local minus peer)."""
-        return OffsetEstimate(-self.offset_ns, self.delay_ns, self.bound_ns,
-                              self.measured_at_ns, self.samples)
+        return dataclasses.replace(self, offset_ns=-self.offset_ns)
+
+    def aged_bound_ns(self, at_ns: int, drift_ppm: int) -> int:
+        """The bound at ``at_ns`` (client clock): the exchange's, plus what the clocks may
+        have drifted apart since it, rounded up."""
+        return self.bound_ns + -(-abs(at_ns - self.measured_at_ns) * drift_ppm // 1_000_000)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -72,17 +79,21 @@ class OffsetEstimate:
             "bound_ns": self.bound_ns,
             "measured_at_ns": self.measured_at_ns,
             "samples": self.samples,
+            "seq": self.seq,
         }
 
     @classmethod
     def from_dict(cls, obj: object) -> OffsetEstimate:
-        d = _mapping(obj, "estimate", _ESTIMATE_KEYS)
+        # ``seq`` came later: an estimate without it (an older peer's) is still read.
+        keys = _ESTIMATE_KEYS | {"seq"} if isinstance(obj, dict) and "seq" in obj else _ESTIMATE_KEYS
+        d = _mapping(obj, "estimate", keys)
         return cls(
             offset_ns=_int(d, "estimate", "offset_ns"),
             delay_ns=_int(d, "estimate", "delay_ns", lo=0),
             bound_ns=_int(d, "estimate", "bound_ns", lo=0),
             measured_at_ns=_int(d, "estimate", "measured_at_ns", lo=0),
             samples=_int(d, "estimate", "samples", lo=1, hi=MAX_SEQ),
+            seq=_opt_int(d, "estimate", "seq", lo=0, hi=MAX_SEQ) if "seq" in d else None,
         )
 
 
@@ -108,14 +119,25 @@ def estimate_offset(t1_ns: int, t2_ns: int, t3_ns: int, t4_ns: int) -> OffsetEst
                           measured_at_ns=t4_ns)
 
 
-def best_estimate(estimates: Iterable[OffsetEstimate]) -> OffsetEstimate:
-    """NTP's clock filter in one line: the exchange with the least delay has the least error."""
+def best_estimate(estimates: Iterable[OffsetEstimate], *, at_ns: int | None = None,
+                  drift_ppm: int = 0) -> OffsetEstimate:
+    """The exchange with the least error bound at ``at_ns``: ``delay / 2 + age x drift``.
+
+    Without ``at_ns``, NTP's clock filter: the least delay. With it, an old exchange of small
+    delay loses to a newer one once the drift since it outweighs the difference in delay
+    (choosing the least delay and ageing it afterwards gave bounds several times the figure
+    between probes). The ageing is linear in ``at_ns`` with the same rate for every exchange,
+    so the choice made at A is the one that stays best at any later B.
+    """
     pool = list(estimates)
     if not pool:
         raise ValueError("best_estimate needs at least one estimate")
-    best = min(pool, key=lambda e: (e.delay_ns, -e.measured_at_ns))
-    return OffsetEstimate(best.offset_ns, best.delay_ns, best.bound_ns, best.measured_at_ns,
-                          samples=sum(e.samples for e in pool))
+    if at_ns is None:
+        best = min(pool, key=lambda e: (e.delay_ns, -e.measured_at_ns))
+    else:
+        when = at_ns
+        best = min(pool, key=lambda e: (e.aged_bound_ns(when, drift_ppm), -e.measured_at_ns))
+    return dataclasses.replace(best, samples=sum(e.samples for e in pool))
 
 
 # --- the exchange over the control socket --------------------------------------------------
@@ -183,9 +205,11 @@ class ClockReply:
 
 
 def estimate_rx_minus_tx(
-    exchanges: Iterable[tuple[ClockProbe, ClockReply, int]], *, client: Role
+    exchanges: Iterable[tuple[ClockProbe, ClockReply, int]], *, client: Role,
+    at_ns: int | None = None, drift_ppm: int = 0,
 ) -> OffsetEstimate:
-    """RX's clock minus TX's clock from (probe, reply, t4) triples, best exchange first.
+    """RX's clock minus TX's clock from (probe, reply, t4) triples: the best exchange
+    (:func:`best_estimate`; at ``at_ns`` on the client's clock when given), its ``seq`` kept.
 
     ``client`` names the side that sent the probes. A reply that does not echo its probe's
     seq and t1 is a stale or foreign answer and raises ``BadSyncMessage``.
@@ -196,10 +220,11 @@ def estimate_rx_minus_tx(
             raise BadSyncMessage(
                 f"clock reply (seq {reply.seq}) does not answer probe (seq {probe.seq})"
             )
-        found.append(estimate_offset(probe.t1_ns, reply.t2_ns, reply.t3_ns, t4_ns))
+        one = estimate_offset(probe.t1_ns, reply.t2_ns, reply.t3_ns, t4_ns)
+        found.append(dataclasses.replace(one, seq=probe.seq))
     if not found:
         raise ValueError("estimate_rx_minus_tx needs at least one exchange")
-    best = best_estimate(found)
+    best = best_estimate(found, at_ns=at_ns, drift_ppm=drift_ppm)
     # estimate_offset gives server minus client; with RX as client that is TX minus RX.
     return best.negated() if client == "rx" else best
 
@@ -232,14 +257,21 @@ class CommLatency:
     rx: SyncState
     estimate: OffsetEstimate | None  # RX minus TX
     flags: tuple[str, ...]
+    #: B minus the estimate's exchange (``estimate.measured_at_ns``): how long its bound was aged.
+    estimate_age_ns: int | None = None
 
     def describe(self) -> str:
-        """One line for logs: ``12.345678 ms ± 0.000150 ms [synchronised gps+pps/gps+pps]``."""
+        """One line for logs: ``12.345678 ms ± 0.000150 ms [synchronised gps+pps/gps+pps]``;
+        an estimated figure says where its bound comes from: ``... (exchange 12, aged 3.2 s)``."""
         value = f"{self.value_ns / 1e6:.6f} ms"
         bound = "± unbounded" if self.bound_ns is None else f"± {self.bound_ns / 1e6:.6f} ms"
         sides = f"{self.tx.source.value}/{self.rx.source.value}"
         extra = "" if not self.flags else " " + ",".join(self.flags)
-        return f"{value} {bound} [{self.basis.value} {sides}{extra}]"
+        source = ""
+        if self.basis is Basis.ESTIMATED and self.estimate is not None and self.estimate_age_ns is not None:
+            which = "" if self.estimate.seq is None else f"exchange {self.estimate.seq}, "
+            source = f" ({which}aged {self.estimate_age_ns / NS_PER_S:.1f} s)"
+        return f"{value} {bound} [{self.basis.value} {sides}{extra}]{source}"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -252,11 +284,14 @@ class CommLatency:
             "rx": self.rx.to_dict(),
             "estimate": None if self.estimate is None else self.estimate.to_dict(),
             "flags": list(self.flags),
+            "estimate_age_ns": self.estimate_age_ns,
         }
 
     @classmethod
     def from_dict(cls, obj: object) -> CommLatency:
-        d = _mapping(obj, "latency", _LATENCY_KEYS)
+        # ``estimate_age_ns`` came later: a record without it (an older peer's) is still read.
+        aged = isinstance(obj, dict) and "estimate_age_ns" in obj
+        d = _mapping(obj, "latency", _LATENCY_KEYS | {"estimate_age_ns"} if aged else _LATENCY_KEYS)
         flags = d["flags"]
         if not isinstance(flags, list | tuple) or not all(f in ALL_FLAGS for f in flags):
             raise BadSyncMessage(f"latency.flags must be a list drawn from {sorted(ALL_FLAGS)}")
@@ -271,6 +306,7 @@ class CommLatency:
             rx=SyncState.from_dict(d["rx"]),
             estimate=None if est is None else OffsetEstimate.from_dict(est),
             flags=tuple(flags),
+            estimate_age_ns=_opt_int(d, "latency", "estimate_age_ns") if aged else None,
         )
 
 
@@ -286,10 +322,15 @@ ALL_FLAGS = frozenset({FLAG_TX_UNSYNCHRONISED, FLAG_RX_UNSYNCHRONISED, FLAG_TX_S
                        FLAG_RX_STALE, FLAG_ESTIMATE_DISAGREES, FLAG_NEGATIVE})
 
 
+def drift_ppm(tx: SyncState | None, rx: SyncState | None) -> int:
+    """How fast the two clocks may drift apart, in ppm: each side's worst (an unknown side free-running)."""
+    return sum(SYNCED_DRIFT_PPM if s is not None and s.synchronised else FREE_RUNNING_DRIFT_PPM
+               for s in (tx, rx))
+
+
 def drift_allowance_ns(age_ns: int, tx: SyncState, rx: SyncState) -> int:
     """How far the two clocks may have drifted apart in ``age_ns``, rounded up."""
-    ppm = sum(SYNCED_DRIFT_PPM if s.synchronised else FREE_RUNNING_DRIFT_PPM for s in (tx, rx))
-    return -(-abs(age_ns) * ppm // 1_000_000)
+    return -(-abs(age_ns) * drift_ppm(tx, rx) // 1_000_000)
 
 
 def comm_latency_record(
@@ -318,6 +359,7 @@ def comm_latency_record(
     if abs(b_ns - rx.read_at_ns) > MAX_SYNC_AGE_NS:
         flags.append(FLAG_RX_STALE)
     aged_bound: int | None = None
+    age: int | None = None
     if rx_minus_tx is not None:
         age = b_ns - rx_minus_tx.measured_at_ns
         aged_bound = rx_minus_tx.bound_ns + drift_allowance_ns(age, tx, rx)
@@ -341,7 +383,7 @@ def comm_latency_record(
         flags.append(FLAG_NEGATIVE)
     return CommLatency(value_ns=value, bound_ns=bound, raw_ns=raw, basis=basis,
                        gps_grade=gps_grade, tx=tx, rx=rx, estimate=rx_minus_tx,
-                       flags=tuple(flags))
+                       flags=tuple(flags), estimate_age_ns=age)
 
 
 _ESTIMATE_KEYS = frozenset({"offset_ns", "delay_ns", "bound_ns", "measured_at_ns", "samples"})

@@ -148,4 +148,8 @@ def comm_metrics(comm: CommLatency) -> dict[str, Any]:
         "comm_flags": list(comm.flags),
         "sync_tx": comm.tx.source.value,
         "sync_rx": comm.rx.source.value,
+        # Which clock exchange the estimate (and an estimated bound) rests on, and how long
+        # before B it was made: the bound is that exchange's delay / 2 plus drift over this age.
+        "comm_exchange_seq": None if comm.estimate is None else comm.estimate.seq,
+        "comm_exchange_age_s": None if comm.estimate_age_ns is None else comm.estimate_age_ns / NS_PER_S,
     }

@@ -11,9 +11,17 @@ from collections.abc import Callable
 
 from common.clock import NS_PER_S, realtime_ns
 from common.errors import Unreachable
-from common.timesync.latency import ClockProbe, ClockReply, OffsetEstimate, estimate_rx_minus_tx
+from common.timesync.latency import (
+    ClockProbe,
+    ClockReply,
+    OffsetEstimate,
+    drift_ppm,
+    estimate_rx_minus_tx,
+)
+from common.timesync.state import SyncState
 
-#: Clock exchanges kept; the one with the least round-trip delay gives the offset estimate.
+#: Clock exchanges kept; the one with the least ``delay / 2 + age x drift`` at the batch gives
+#: the offset estimate (``estimate_at``).
 EXCHANGES_KEPT = 8
 #: Probes sent back to back when RX first answers, so the first batch already has an estimate.
 PROBE_BURST = 4
@@ -22,11 +30,19 @@ FIRST_WAIT_S = 1.0
 
 
 class OffsetTracker:
-    """Sends probes every ``interval_s`` (a burst at first) and keeps the best estimate."""
+    """Sends probes every ``interval_s`` (a burst at first) and keeps the best estimate.
 
-    def __init__(self, interval_s: float) -> None:
+    ``clock`` stamps the probes (CLOCK_REALTIME; tests inject their own).
+    """
+
+    def __init__(self, interval_s: float, *, clock: Callable[[], int] = realtime_ns) -> None:
         self.interval_ns = int(interval_s * NS_PER_S)
+        self.clock = clock
+        #: The estimate as of the latest reply (least bound at its arrival); ``estimate_at``
+        #: chooses again for a given instant.
         self.estimate: OffsetEstimate | None = None
+        #: RX's sync state from its latest reply: how fast its clock may drift.
+        self.rx_sync: SyncState | None = None
         self.stale = 0
         self._probes: dict[int, ClockProbe] = {}
         self._exchanges: deque[tuple[ClockProbe, ClockReply, int]] = deque(maxlen=EXCHANGES_KEPT)
@@ -45,7 +61,7 @@ class OffsetTracker:
         self._probes = {}  # unanswered probes from earlier rounds are stale
         for _ in range(burst):
             self._seq = (self._seq + 1) % 2**32
-            probe = ClockProbe(self._seq, realtime_ns())
+            probe = ClockProbe(self._seq, self.clock())
             try:
                 send(probe)
             except Unreachable:
@@ -59,8 +75,20 @@ class OffsetTracker:
             self.stale += 1
             return False
         self._exchanges.append((probe, reply, t4_ns))
-        self.estimate = estimate_rx_minus_tx(self._exchanges, client="tx")
+        self.rx_sync = reply.sync
+        self.estimate = estimate_rx_minus_tx(self._exchanges, client="tx", at_ns=t4_ns,
+                                             drift_ppm=drift_ppm(None, reply.sync))
         return True
+
+    def estimate_at(self, now_ns: int, tx_sync: SyncState | None = None) -> OffsetEstimate | None:
+        """The kept exchange with the least bound at ``now_ns`` (TX's CLOCK_REALTIME, a batch's A):
+        ``delay / 2 + age x drift``, the drift from both sides' sync states (TX's ``tx_sync``,
+        RX's from its latest reply; unknown counts as free-running). RX ages the bound from the
+        same exchange to B, and the choice made at A stays the best at B (the same rate for all)."""
+        if not self._exchanges:
+            return None
+        return estimate_rx_minus_tx(self._exchanges, client="tx", at_ns=now_ns,
+                                    drift_ppm=drift_ppm(tx_sync, self.rx_sync))
 
     def ready(self, now_mono_ns: int) -> bool:
         """Whether a batch may be built: an estimate exists, or the first burst had its chance."""
