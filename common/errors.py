@@ -33,6 +33,7 @@
     │   ├── RadioUnreachable        the radio stayed unreachable for the whole reconnect window
     │   └── IiodError               the Pluto emulator refuses an iiod request (answered as -errno)
     ├── TimeSyncError               a clock sync-state reader could not read its source
+    ├── JournalError                TX's journal file does not read as one (set aside, TX starts afresh)
     ├── AdaptationError             fine-tuning produced an unusable model (e.g. non-finite merge)
     └── BenchError                  a benchmark could not run as asked
 
@@ -214,6 +215,13 @@ class IiodError(RadioError):
         #: The request cannot be answered in sync (data of unknown length follows it, or the
         #: client broke the protocol): the emulator closes this client's connection instead.
         self.close = close
+
+
+class JournalError(SemalignError):
+    """TX's journal of unscored batches (``tx.journal``) is not a journal: truncated, edited,
+    or another program's. TX sets the file aside and starts with an empty journal."""
+
+    code = "journal"
 
 
 class TimeSyncError(SemalignError):

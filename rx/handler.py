@@ -48,7 +48,8 @@ from rx.pipeline import Outcome, Receiver
 
 log = get_logger("semalign.rx")
 
-#: Reports kept for answering resent batches without recomputing them.
+#: Reports kept, by (TX run, batch id, A), for answering resent batches without recomputing
+#: them and a restarted TX's ``recall`` of its last run's unacknowledged ones.
 REPORT_CACHE = 64
 #: Batch ids remembered with the TX run they were answered for (to notice a restarted TX reusing one).
 ANSWERED_IDS = 100_000
@@ -140,6 +141,10 @@ class BatchHandler:
             probe = ClockProbe.from_dict(messages.clock_body(meta))
             reply = ClockReply.answer(probe, received_ns or realtime_ns(), realtime_ns(), self.sync())
             return Handled(messages.encode_clock(messages.KIND_CLOCK_REPLY, reply.to_dict()))
+        if kind == messages.KIND_RECALL:
+            if len(frames) != 1:
+                raise EnvelopeError(f"a recall is 1 frame, got {len(frames)}")
+            return self._recall(messages.Recall.decode(meta))
         if kind == messages.KIND_ADAPT_RESET:
             request = messages.AdaptReset.decode(meta)
             alphas = self.receiver.reset_alignment(request.alpha)
@@ -209,6 +214,21 @@ class BatchHandler:
         return Handled(encoded, _record(env, report, received, outcome, comm), comm.describe(),
                        constellation=None if received.phy is None else received.phy.constellation)
 
+    def _recall(self, recall: messages.Recall) -> Handled:
+        """A restarted TX asks for a report its earlier run never received: answered from the
+        cache (nothing recomputed, nothing logged as a batch), or ``report_unknown``."""
+        cached = self._reports.get((recall.run, recall.batch_id, recall.t_a_ns))
+        if cached is not None:
+            self.counters["recalled"] += 1
+            log.info("report_recalled", batch=recall.batch_id, tx_run=recall.run)
+            return Handled(cached)
+        self.counters["recall_unknown"] += 1
+        log.warning("recall_unknown", batch=recall.batch_id, tx_run=recall.run)
+        return Handled(messages.ErrorReply(
+            messages.RECALL_UNKNOWN, f"no report of batch {recall.batch_id} of TX run {recall.run} here "
+            "(never received, evicted from the cache, or this receiver restarted since)",
+            recall.batch_id, run=recall.run).encode())
+
     def _note_answered(self, env: messages.Envelope) -> None:
         """Remember which TX run batch ``env.batch_id`` was answered for; say so when a new run reuses it."""
         before = self._answered.pop(env.batch_id, _NEVER)
@@ -272,6 +292,7 @@ def _report(env: messages.Envelope, outcome: Outcome, test_index: np.ndarray, re
         comm=comm.to_dict(),
         sync=comm.rx.to_dict(),
         extra=alignment(outcome),
+        run=env.run,
     )
 
 

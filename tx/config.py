@@ -67,6 +67,9 @@ class TxConfig(DaemonSettings):
     hello_timeout_s: float = 0.0
     #: Seed of the batches' sample choice.
     seed: int = 0
+    #: Journal of the batches sent and not yet scored, so a TX restarted after a kill scores
+    #: its last run's from RX's report cache (default: METRICS_OUT.journal; none without either).
+    journal: str | None = None
     # Not ``memory`` from a file or flag: the in-memory twin is for tests that build the config.
     #: zmq: payload bytes on the socket; sim: baseband samples through a channel process;
     #: pluto: baseband samples over the air from an ADALM-Pluto (needs the ``pluto`` section).
@@ -139,6 +142,13 @@ class TxConfig(DaemonSettings):
             symbols_per_window=self.symbols_per_window or d.symbols_per_window,
             code_rate=self.code_rate or d.code_rate,
         )
+
+    @property
+    def journal_path(self) -> str | None:
+        """Where the journal lives: ``journal``, else beside ``metrics_out``, else nowhere."""
+        if self.journal is not None:
+            return self.journal
+        return None if self.metrics_out is None else f"{self.metrics_out}.journal"
 
     @property
     def value_type_enum(self) -> ValueType:

@@ -3,6 +3,8 @@
 One thread, one poll loop over the data and control sockets. At most ``max_inflight``
 batches are unacknowledged (``tx.inflight``); batches are built by ``tx.batches``,
 scored by ``tx.scoring``; the bearer (``common.transport``) decides how payloads travel.
+Batches sent and not yet scored are journaled (``tx.journal``): a TX restarted after a
+kill recalls their reports from RX and scores them.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import secrets
 import traceback
 from collections import Counter
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import zmq
@@ -22,6 +24,7 @@ from common.errors import (
     ConfigError,
     EnvelopeError,
     InternalError,
+    JournalError,
     RadioError,
     SemalignError,
     ShiftError,
@@ -51,7 +54,8 @@ from common.wire.payload import ValueType
 from tx.batches import Batch, BatchBuilder
 from tx.config import TxConfig
 from tx.control import ControlRequest, decode_reply, encode_reply
-from tx.inflight import MAX_BACKOFF, Inflight, Pending
+from tx.inflight import MAX_BACKOFF, UNREACHABLE_RETRY_S, Inflight, Pending
+from tx.journal import Entry, Journal, entry_labels
 from tx.plan import AlphaPolicy, LinkPlan, LinkState, make_plan
 from tx.scoring import Scoreboard, base_record
 from tx.shift import Shift, load_plugins
@@ -65,6 +69,15 @@ UNREACHABLE_LOG_S = 5.0
 
 EXIT_OK = 0
 EXIT_FATAL = 2
+
+
+@dataclass
+class Recall:
+    """A batch of an earlier run, journaled unscored: its report is asked of RX again."""
+
+    entry: Entry
+    sends: int = 0
+    due_mono_ns: int = 0
 
 
 class TxDaemon:
@@ -100,6 +113,14 @@ class TxDaemon:
         #: One id per daemon start, in every metrics record and envelope: restarts are told apart.
         self.run_id = secrets.token_hex(6)
         self.inflight = Inflight(config.ack_timeout_s, config.max_attempts, run=self.run_id)
+        self.journal = Journal(config.journal_path)
+        try:
+            earlier = self.journal.load()
+        except JournalError as exc:
+            log.error("journal_unreadable", detail=str(exc), action="set aside; starting with an empty journal")
+            earlier = []
+        #: The earlier runs' batches whose reports are recalled from RX once it answers.
+        self.recalls = {e.key: Recall(e) for e in earlier}
         self.scores = Scoreboard(self.counters)
         self.next_batch = 0
         self._hello_due = 0
@@ -149,11 +170,12 @@ class TxDaemon:
     # -- main loop -----------------------------------------------------------------------
 
     def finished(self) -> bool:
-        return 0 < self.config.batches <= self.next_batch and not self.inflight
+        return 0 < self.config.batches <= self.next_batch and not self.inflight and not self.recalls
 
     def run(self, stop: StopFlag) -> int:
         log.info("tx_start", run=self.run_id, endpoint=self.config.endpoint, control=self.control_endpoint,
-                 curve=self.config.security.enabled,
+                 curve=self.config.security.enabled, journal=self.journal.path and str(self.journal.path),
+                 recalling=len(self.recalls),
                  bundle=self.bundle.hash[:12], dataset=self.builder.dataset.name if self.builder.dataset else None,
                  **self.plan.as_dict())
         started = monotonic_ns()
@@ -168,6 +190,7 @@ class TxDaemon:
                     break
                 self._hello(now)
             else:
+                self._recall_due(now)
                 self.clock.poll(now, self._send_probe)
                 if self._may_build(now):
                     self._build_and_send(now)
@@ -249,6 +272,11 @@ class TxDaemon:
 
     def _send(self, pending: Pending, now: int) -> None:
         resend = pending.sends > 0
+        if not resend:
+            # Journaled before it can reach RX: a kill after this send leaves what the next
+            # start needs to score RX's report of it.
+            self._journal_put(Entry(self.run_id, pending.batch_id, pending.envelope.t_a_ns,
+                                    entry_labels(pending.batch.test_labels), base_record(pending)))
         try:
             sent = self.bearer.send(self.wire, self.inflight.next_envelope(pending), pending.batch.payload)
         except Unreachable:
@@ -288,9 +316,91 @@ class TxDaemon:
     def _lost(self, pending: Pending, reason: str) -> None:
         self.inflight.pop(pending.batch_id)
         self.bearer.forget(pending.batch_id)
+        self._journal_drop(self.run_id, pending.batch_id)
         self.counters["lost"] += 1
         log.error("batch_lost", batch=pending.batch_id, reason=reason)
         self.metrics.write(record := {**base_record(pending), "status": "lost", "reason": reason})
+        self.telemetry.record(record)
+
+    # -- the journal and the earlier runs' batches ----------------------------------------
+
+    def _journal_put(self, entry: Entry) -> None:
+        try:
+            evicted = self.journal.put(entry)
+        except JournalError as exc:
+            # The journal is a safety net for the next start; failing to keep it stops no batch.
+            self.counters["journal_errors"] += 1
+            log.error("journal_write_failed", detail=str(exc), batch=entry.batch_id)
+            return
+        for old in evicted:
+            self.recalls.pop(old.key, None)
+            self.counters["journal_evicted"] += 1
+            log.error("journal_evicted", batch=old.batch_id, run=old.run,
+                      detail="the journal is full: this batch cannot be recovered after a restart")
+
+    def _journal_drop(self, run: str, batch_id: int) -> None:
+        try:
+            self.journal.drop(run, batch_id)
+        except JournalError as exc:
+            self.counters["journal_errors"] += 1
+            log.error("journal_write_failed", detail=str(exc), batch=batch_id)
+
+    def _recall_due(self, now: int) -> None:
+        """Ask RX again for the reports of the earlier runs' unscored batches (timed like resends)."""
+        for recall in list(self.recalls.values()):
+            if recall.due_mono_ns > now:
+                continue
+            if recall.sends >= self.config.max_attempts:
+                self._recall_failed(recall, f"RX did not answer the recall after {recall.sends} tries")
+                continue
+            entry = recall.entry
+            try:
+                self.wire.send([messages.Recall(entry.run, entry.batch_id, entry.t_a_ns).encode()])
+            except Unreachable:
+                recall.due_mono_ns = now + int(UNREACHABLE_RETRY_S * NS_PER_S)
+                self._log_unreachable(now)
+                return
+            recall.sends += 1
+            recall.due_mono_ns = now + self.inflight.ack_timeout_ns
+
+    def _recovered_fields(self, entry: Entry) -> dict[str, Any]:
+        # Sends and bytes on the wire died with the run that sent the batch: unknown, not zero.
+        return {**entry.record, "attempts": None, "wire_bytes": None, "rtt_s": None,
+                "recovered": True, "recovered_from": entry.run}
+
+    def _on_recalled(self, report: messages.Report) -> None:
+        """RX's cached report of an earlier run's batch: scored with the journaled labels."""
+        recall = self.recalls.pop((str(report.run), report.batch_id), None)
+        if recall is None:
+            self.counters["stale_reports"] += 1
+            return
+        entry = recall.entry
+        if report.n_test != len(entry.labels):
+            self._recall_failed(recall, f"RX's report has {report.n_test} predictions, the journal "
+                                        f"{len(entry.labels)} test labels")
+            return
+        record = {**self._recovered_fields(entry), **self.scores.report_fields(entry.labels, report)}
+        self.counters["recovered"] += 1
+        self._journal_drop(entry.run, entry.batch_id)
+        self.metrics.write(record)
+        self.telemetry.record(record)
+        log.info("batch_recovered", **{k: v for k, v in record.items() if k not in ("t_a_ns", "t_b_ns")})
+
+    def _on_recall_refused(self, err: messages.ErrorReply) -> None:
+        recall = None if err.batch_id is None else self.recalls.get((str(err.run), err.batch_id))
+        if recall is None:
+            self.counters["stale_recall_errors"] += 1
+            return
+        self._recall_failed(recall, f"RX holds no report of it: {err.code}: {err.message}")
+
+    def _recall_failed(self, recall: Recall, reason: str) -> None:
+        """No report to score: the batch never reached RX (or RX lost it), and is written lost."""
+        entry = recall.entry
+        self.recalls.pop(entry.key, None)
+        self._journal_drop(entry.run, entry.batch_id)
+        self.counters["recovered_lost"] += 1
+        log.error("batch_lost", batch=entry.batch_id, recovered_from=entry.run, reason=reason)
+        self.metrics.write(record := {**self._recovered_fields(entry), "status": "lost", "reason": reason})
         self.telemetry.record(record)
 
     # -- replies -------------------------------------------------------------------------
@@ -314,11 +424,17 @@ class TxDaemon:
                           traceback=traceback.format_exc())
 
     def _dispatch(self, reply: messages.Reply, received_ns: int) -> None:
+        # A report or error naming another run answers a recall of an earlier run's batch.
+        earlier = isinstance(reply, messages.Report | messages.ErrorReply) and reply.run not in (None, self.run_id)
         match reply:
+            case messages.Report() if earlier:
+                self._on_recalled(reply)
             case messages.Report():
                 self._on_report(reply)
             case messages.Hello():
                 self._on_hello(reply)
+            case messages.ErrorReply() if earlier:
+                self._on_recall_refused(reply)
             case messages.ErrorReply():
                 self._on_error(reply)
             case ClockReply():
@@ -375,6 +491,7 @@ class TxDaemon:
             self.counters["stale_reports"] += 1
             return
         self.bearer.forget(report.batch_id)
+        self._journal_drop(self.run_id, report.batch_id)
         rtt_s = (monotonic_ns() - pending.sent_mono_ns) / NS_PER_S
         record = self.scores.score(pending, report, rtt_s)
         self.counters["acked"] += 1
@@ -421,6 +538,9 @@ class TxDaemon:
             "inflight": len(self.inflight),
             "accuracy": self.scores.accuracy,
             "run": self.run_id,
+            "recalling": len(self.recalls),
+            "recovered": self.counters["recovered"],
+            "recovered_lost": self.counters["recovered_lost"],
             "reconnects": self.counters["reconnects"],
             "control_refused": 0 if self.control_guard is None else self.control_guard.refused,
         }

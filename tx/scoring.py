@@ -6,6 +6,7 @@ from collections import Counter
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from common.errors import BadSyncMessage
 from common.log import get_logger
@@ -31,6 +32,11 @@ class Scoreboard:
 
     def score(self, pending: Pending, report: messages.Report, rtt_s: float) -> dict[str, Any]:
         """The metrics row of an acknowledged batch."""
+        return {**base_record(pending), **self.report_fields(pending.batch.test_labels, report), "rtt_s": rtt_s}
+
+    def report_fields(self, labels: npt.NDArray[np.integer[Any]], report: messages.Report) -> dict[str, Any]:
+        """The row's fields from RX's report, scored against the batch's test ``labels`` [t]
+        (this run's, or an earlier run's from the journal)."""
         try:
             comm = CommLatency.from_dict(report.comm) if report.comm is not None else None
         except BadSyncMessage as exc:
@@ -40,13 +46,11 @@ class Scoreboard:
         predictions = np.frombuffer(report.predictions, dtype=np.uint8)
         # A test vector lost on the air has no prediction (0xFF); score the delivered ones.
         delivered = predictions != wire.NO_LABEL
-        labels = pending.batch.test_labels
         correct = int((predictions[delivered] == labels[delivered]).sum())
         n_delivered = int(delivered.sum())
         self.correct += correct
         self.scored += n_delivered
         return {
-            **base_record(pending),
             "status": "ok",
             "n_train": report.n_train,
             "n_test_delivered": n_delivered,
@@ -62,7 +66,6 @@ class Scoreboard:
             "adapt": report.adapt,
             **alignment_fields(report.extra),
             "train_loss": report.train_loss,
-            "rtt_s": rtt_s,
             "t_b_ns": report.t_b_ns,
         }
 

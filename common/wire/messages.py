@@ -1,4 +1,4 @@
-"""The small msgpack frames that travel beside the payload: envelope, hello, report, error, clock, air-ready.
+"""The small msgpack frames that travel beside the payload: envelope, hello, report, error, clock, air-ready, recall.
 
 Every decoder treats its bytes as untrusted: size first, then types and ranges, and any
 failure is an ``EnvelopeError``. Arrays never travel here except predictions (raw bytes).
@@ -34,6 +34,13 @@ KIND_CLOCK_REPLY = "clock_reply"
 KIND_AIR_READY = "air_ready"
 #: TX to RX: forget carried-over adapters (``semalign ctl reset-adapter``); RX answers in kind.
 KIND_ADAPT_RESET = "adapt_reset"
+#: TX to RX: "send again your report of batch ``batch_id`` of my earlier run ``run``" (a TX
+#: restarted after a kill collects what its last run never heard); RX answers from its cache.
+KIND_RECALL = "recall"
+#: ``ErrorReply.code`` of a recall RX holds no report for.
+RECALL_UNKNOWN = "report_unknown"
+#: Longest run id accepted (TX makes 12 hex digits).
+MAX_RUN_CHARS = 64
 
 
 def _pack(obj: Mapping[str, Any]) -> bytes:
@@ -72,6 +79,18 @@ def _get(obj: Mapping[str, Any], key: str, kind: type | tuple[type, ...], *, opt
     if not isinstance(value, kind) or (isinstance(value, bool) and kind in (int, (int, float))):
         raise EnvelopeError(f"field {key!r} must be {kind}, got {type(value).__name__}")
     return value
+
+
+def _run(obj: Mapping[str, Any]) -> str | None:
+    """The optional ``run`` field: a TX run id of 1..``MAX_RUN_CHARS`` characters, or None."""
+    return None if obj.get("run") is None else _required_run(obj)
+
+
+def _required_run(obj: Mapping[str, Any]) -> str:
+    run: str = _get(obj, "run", str)
+    if not 1 <= len(run) <= MAX_RUN_CHARS:
+        raise EnvelopeError(f"field 'run' is {len(run)} characters, expected 1..{MAX_RUN_CHARS}")
+    return run
 
 
 def _count(obj: Mapping[str, Any], key: str, lo: int = 0, hi: int = 2**63 - 1) -> int:
@@ -160,7 +179,7 @@ class Envelope:
             transport=_get(obj, "transport", str),
             sync=_get(obj, "sync", dict, optional=True),
             offset=_get(obj, "offset", dict, optional=True),
-            run=_get(obj, "run", str, optional=True),
+            run=_run(obj),
         )
 
 
@@ -189,6 +208,9 @@ class Report:
     comm: dict[str, Any] | None = None
     sync: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: The TX run the batch came from (the envelope's ``run``): a report recalled for an
+    #: earlier run is told from this run's report of the same batch id.
+    run: str | None = None
 
     def encode(self) -> bytes:
         return _pack({"v": PROTOCOL, "kind": KIND_REPORT, **vars(self)})
@@ -222,6 +244,7 @@ class Report:
             comm=_get(obj, "comm", dict, optional=True),
             sync=_get(obj, "sync", dict, optional=True),
             extra=_get(obj, "extra", dict, optional=True) or {},
+            run=_run(obj),
         )
 
 
@@ -232,6 +255,8 @@ class ErrorReply:
     code: str
     message: str
     batch_id: int | None = None
+    #: Set on the answer to a ``recall``: the earlier TX run whose batch it concerns.
+    run: str | None = None
 
     def encode(self) -> bytes:
         return _pack({"v": PROTOCOL, "kind": KIND_ERROR, **vars(self)})
@@ -242,6 +267,7 @@ class ErrorReply:
             code=_get(obj, "code", str),
             message=_get(obj, "message", str),
             batch_id=_get(obj, "batch_id", int, optional=True),
+            run=_run(obj),
         )
 
 
@@ -296,6 +322,27 @@ class AdaptReset:
         if reset is not None and not all(isinstance(a, int) and not isinstance(a, bool) for a in reset):
             raise EnvelopeError("field 'reset' must be a list of alphas")
         return cls(alpha=alpha, reset=reset)
+
+
+@dataclass(frozen=True)
+class Recall:
+    """TX to RX: the report of batch ``batch_id`` of TX's earlier run ``run``, sent at ``t_a_ns``.
+
+    A restarted TX asks this for each batch its journal holds unacknowledged. RX answers
+    with the ``Report`` it cached (its ``run`` set), or an ``ErrorReply`` ``report_unknown``
+    carrying ``run`` when it holds none (never received, evicted, or RX restarted).
+    """
+
+    run: str
+    batch_id: int
+    t_a_ns: int
+
+    def encode(self) -> bytes:
+        return _pack({"v": PROTOCOL, "kind": KIND_RECALL, **vars(self)})
+
+    @classmethod
+    def decode(cls, obj: Mapping[str, Any]) -> Recall:
+        return cls(run=_required_run(obj), batch_id=_count(obj, "batch_id"), t_a_ns=_count(obj, "t_a_ns"))
 
 
 Reply = Hello | Report | ErrorReply | ClockReply | AirReady | AdaptReset

@@ -17,6 +17,7 @@ from __future__ import annotations
 import struct
 from typing import Any
 
+import msgpack
 import numpy as np
 
 from common.errors import InternalError, PayloadError, SemalignError
@@ -116,4 +117,9 @@ def regression_seeds() -> dict[str, bytes]:
         "valid-payload": bytes([0]) + good,
         "valid-batch": handler_input(_envelope(batch_id=9, alpha=3, t=2, n=2), good),
         "valid-control": bytes([3]) + ControlRequest("status").encode(),
+        # A restarted TX's recall (nothing cached: answered report_unknown), and one whose run
+        # id is longer than any TX makes (refused before any lookup).
+        "valid-recall": handler_input(messages.Recall("0f3e715709f9", 7, 1).encode(), b""),
+        "recall-long-run": handler_input(msgpack.packb({"v": messages.PROTOCOL, "kind": messages.KIND_RECALL,
+                                                        "run": "r" * 4096, "batch_id": 7, "t_a_ns": 1}), b""),
     }

@@ -34,9 +34,11 @@ def test_the_crashers_get_their_typed_replies(handler: Any) -> None:
     from tests.fuzz.harness import BUNDLE_PLACEHOLDER
 
     seeds = regression_seeds()
-    expected = {"crash-rx-header-only": "empty_payload", "crash-rx-sim-65535": "oversize"}
+    expected = {"crash-rx-header-only": "empty_payload", "crash-rx-sim-65535": "oversize",
+                "valid-recall": messages.RECALL_UNKNOWN, "recall-long-run": "envelope"}
     for name, code in expected.items():
         rest = seeds[name][1:].replace(BUNDLE_PLACEHOLDER, handler.bundle.hash.encode())
         cut = int.from_bytes(rest[:2], "little")
-        reply = messages.decode_reply(handler.handle([memoryview(rest[2:2 + cut]), memoryview(rest[2 + cut:])]).reply)
+        frames = [memoryview(rest[2:2 + cut])] + ([memoryview(rest[2 + cut:])] if rest[2 + cut:] else [])
+        reply = messages.decode_reply(handler.handle(frames).reply)
         assert isinstance(reply, messages.ErrorReply) and reply.code == code, (name, reply)

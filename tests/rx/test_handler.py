@@ -84,3 +84,36 @@ def test_error_replies_stay_short_whatever_the_message_quotes(digits_bundle: Bun
     reply = messages.decode_reply(handler.handle([memoryview(long_name.encode()), memoryview(body)]).reply)
     assert isinstance(reply, messages.ErrorReply) and reply.code == "envelope"
     assert len(reply.message) <= 1024 and reply.message.endswith("...")
+
+
+def test_a_recall_is_answered_from_the_report_cache_or_refused_by_run(digits_bundle: Bundle) -> None:
+    """Defect 19: a restarted TX asks for its killed run's report, which RX keeps by (run, batch, A)."""
+    from common.ml.adapt import AdaptConfig, AdaptMode
+    from rx.pipeline import Receiver as RealReceiver
+
+    handler = BatchHandler(digits_bundle, RealReceiver(digits_bundle, AdaptConfig(mode=AdaptMode.NONE)),
+                           {Transport.ZMQ: ZmqBearer()}, lambda: SyncState.unsynchronised("test", read_at_ns=0),
+                           max_message_bytes=1 << 20)
+    env, body = good_batch(digits_bundle, 4)
+    stamped = messages.Envelope.decode(messages.unpack(env)).replace(run="killed", t_a_ns=7)
+    first = handler.handle([memoryview(stamped.encode()), memoryview(body)])
+    original = messages.decode_reply(first.reply)
+    assert isinstance(original, messages.Report) and original.run == "killed"
+
+    recalled = handler.handle([memoryview(messages.Recall("killed", 4, 7).encode())])
+    assert recalled.record is None and recalled.error is None  # nothing processed again
+    assert recalled.reply == first.reply  # the very bytes of the report sent before
+    assert handler.counters["recalled"] == 1 and handler.counters["batches"] == 1
+
+    for run, batch_id, t_a_ns in [("killed", 5, 7), ("other", 4, 7), ("killed", 4, 8)]:
+        missed = messages.decode_reply(handler.handle([memoryview(messages.Recall(run, batch_id, t_a_ns).encode())]).reply)
+        assert isinstance(missed, messages.ErrorReply)
+        assert (missed.code, missed.batch_id, missed.run) == (messages.RECALL_UNKNOWN, batch_id, run)
+    assert handler.counters["recall_unknown"] == 3
+
+    # A malformed recall costs that message only, with a typed error.
+    for body_ in ({"run": "x" * 65, "batch_id": 1, "t_a_ns": 1}, {"run": "r", "batch_id": -1, "t_a_ns": 1},
+                  {"batch_id": 1, "t_a_ns": 1}, {"run": 3, "batch_id": 1, "t_a_ns": 1}):
+        frame = messages._pack({"v": messages.PROTOCOL, "kind": messages.KIND_RECALL, **body_})
+        bad = messages.decode_reply(handler.handle([memoryview(frame)]).reply)
+        assert isinstance(bad, messages.ErrorReply) and bad.code == "envelope", body_

@@ -58,3 +58,38 @@ def test_report_predictions_must_match_count() -> None:
     obj["n_test"] = 4
     with pytest.raises(EnvelopeError, match="3 predictions for 4"):
         messages.Report.decode(obj)
+
+
+def test_recall_and_the_run_of_reports_and_errors_round_trip() -> None:
+    recall = messages.Recall("0f3e715709f9", 12, 1_700_000_000_000_000_000)
+    assert messages.Recall.decode(messages.unpack(recall.encode())) == recall
+    assert messages.unpack(recall.encode())["kind"] == messages.KIND_RECALL
+    for msg in (messages.Report(**{**vars(REPORT), "run": "0f3e715709f9"}),
+                messages.ErrorReply(messages.RECALL_UNKNOWN, "none here", 12, run="0f3e715709f9")):
+        assert messages.decode_reply(msg.encode()) == msg
+
+
+@pytest.mark.parametrize(("name", "changes"), [
+    ("no run", {"run": ...}),
+    ("empty run", {"run": ""}),
+    ("long run", {"run": "r" * (messages.MAX_RUN_CHARS + 1)}),
+    ("run not a string", {"run": 12}),
+    ("negative batch", {"batch_id": -1}),
+    ("bool batch", {"batch_id": True}),
+    ("no t_a_ns", {"t_a_ns": ...}),
+])
+def test_bad_recall_rejected(name: str, changes: dict[str, object]) -> None:
+    obj = messages.unpack(messages.Recall("r", 1, 2).encode())
+    obj.update(changes)
+    frame = msgpack.packb({k: v for k, v in obj.items() if v is not ...}, use_bin_type=True)
+    with pytest.raises(EnvelopeError):
+        messages.Recall.decode(messages.unpack(frame))
+
+
+def test_a_long_run_is_refused_in_every_message_that_carries_one() -> None:
+    long = "r" * (messages.MAX_RUN_CHARS + 1)
+    for msg in (messages.Report(**{**vars(REPORT), "run": long}), messages.ErrorReply("x", "y", 1, run=long)):
+        with pytest.raises(EnvelopeError, match="'run'"):
+            messages.decode_reply(msg.encode())
+    with pytest.raises(EnvelopeError, match="'run'"):
+        messages.Envelope.decode(messages.unpack(ENVELOPE.replace(run=long).encode()))

@@ -75,3 +75,13 @@ def test_worked_example_bytes(index: int, value_type: wire.ValueType, test: np.n
     built = wire.build(test, train, np.array([7]), value_type)
     assert built == _worked(index)
     assert set(wire.ValueType) == {wire.ValueType.FLOAT32, wire.ValueType.FLOAT16, wire.ValueType.INT8}
+
+
+def test_every_message_kind_is_in_the_table() -> None:
+    from common.wire import messages
+
+    table = DOC.split("## Messages on the data socket", 1)[1].split("##", 1)[0]
+    kinds = {v for k, v in vars(messages).items() if k.startswith("KIND_")}
+    named = set(re.findall(r"^\| (?:TX|RX) -> (?:TX|RX) \| `\[(\w+)", table, re.M))
+    assert kinds == named - {"envelope"} | {"batch"} and 'kind: "batch"' in table
+    assert messages.RECALL_UNKNOWN in DOC and str(messages.MAX_RUN_CHARS) in DOC
