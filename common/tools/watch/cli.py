@@ -97,6 +97,10 @@ def parser() -> argparse.ArgumentParser:
 def watch_main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     settings = WatchSettings.merge(args)
+    cols, _, rows = args.size.partition("x")
+    if not (cols.isdigit() and rows.isdigit() and int(cols) >= 20 and int(rows) >= 10):
+        raise ConfigError(f"--size: expected COLUMNSxROWS such as 80x24, got {args.size!r}")
+    size = (int(cols), int(rows))
     try:
         from common.tools.watch.app import WatchApp, default_control
         from common.tools.watch.source import MonitorSource
@@ -114,8 +118,7 @@ def watch_main(argv: list[str]) -> int:
     if args.screenshot is None:
         app.run()
         return 0
-    cols, _, rows = args.size.partition("x")
     app.screenshot_to(args.screenshot, after_s=args.screenshot_after)
-    app.run(headless=True, size=(int(cols), int(rows)))
+    app.run(headless=True, size=size)
     print(args.screenshot)
     return 0

@@ -131,9 +131,10 @@ class _Link:
         if kind == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
             # The daemon hung up mid-handshake: it could not read our hello (a wrong peer key), and
             # zmq tries again by itself. A refusal with a reason, met before, says more: kept.
+            # A watcher without keys has no peer key to get wrong: the daemon wants keys.
             if self.refusal is None or self.refusal.retry_s is None:
                 self.refused += 1
-                self.refusal = Refusal(WRONG_PEER, None, self.refused)
+                self.refusal = Refusal(WRONG_PEER if self.secured else NEEDS_KEYS, None, self.refused)
             return
         if kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
             reason = NOT_ALLOWED

@@ -77,6 +77,11 @@ def test_errors_name_settings_watch_has(tmp_path: Path, text: str, argv: tuple[s
         assert part in str(err.value)
 
 
+def test_a_bad_screenshot_size_is_one_line() -> None:
+    with pytest.raises(ConfigError, match="--size: expected COLUMNSxROWS such as 80x24, got '80by24'"):
+        watch_main(["--tx", "tcp://127.0.0.1:5557", "--screenshot", "x.svg", "--size", "80by24"])
+
+
 def test_insecure_in_the_file_allows_clear_text_off_loopback(tmp_path: Path) -> None:
     got = settings("--config", str(write(tmp_path, "tx_monitor: tcp://tx-laptop:5557\nsecurity: {insecure: true}\n")))
     assert got.insecure and got.key is None
