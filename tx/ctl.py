@@ -25,12 +25,19 @@ REQUEST_TRIES = 3
 
 @dataclass(frozen=True)
 class CtlConfig:
-    """What ``semalign ctl --config FILE`` reads: where TX is and the operator's keys."""
+    """What ``semalign ctl --config FILE`` and ``semalign watch --config FILE`` read: where TX and
+    RX are and the operator's keys."""
 
     #: TX control endpoint.
     tx: str = "tcp://127.0.0.1:5556"
     #: CURVE keys (docs/security.md): key = the operator's secret certificate, peer = TX's public one.
     security: SecurityConfig = field(default_factory=SecurityConfig)
+    #: TX's monitor endpoint (its `monitor:` key), for `semalign watch`.
+    tx_monitor: str | None = None
+    #: RX's monitor endpoint, for `semalign watch`.
+    rx_monitor: str | None = None
+    #: RX's public certificate: `semalign watch` meets RX's monitor with the operator's key and this.
+    rx_peer: str | None = None
 
 
 def request(endpoint: str, req: ControlRequest, *, timeout_s: float = REQUEST_TIMEOUT_S,

@@ -205,6 +205,8 @@ class TxDaemon:
 
     def _finish(self, stop: StopFlag) -> int:
         summary = self.status()
+        self.telemetry.event("stopped", finished=self.finished(), fatal=self.fatal, signal=stop.signal,
+                             acked=summary["acked"], lost=summary["lost"], unacknowledged=len(self.inflight))
         if self.fatal:
             log.error("tx_fatal", reason=self.fatal, **summary)
             return EXIT_FATAL
@@ -236,6 +238,7 @@ class TxDaemon:
         if now - self._last_unreachable_log > UNREACHABLE_LOG_S * NS_PER_S:
             self._last_unreachable_log = now
             log.warning("rx_unreachable", endpoint=self.config.endpoint, unacknowledged=len(self.inflight))
+            self.telemetry.event("rx_unreachable", endpoint=self.config.endpoint, unacknowledged=len(self.inflight))
 
     # -- batches -------------------------------------------------------------------------
 
