@@ -6,10 +6,22 @@ import argparse
 import functools
 from pathlib import Path
 
+from common.errors import ConfigError
 from common.transport.security import SecurityConfig
 
 
+def _require_monitor_extra() -> None:
+    """ConfigError naming the pip command when the ``monitor`` extra (textual) is not installed."""
+    try:
+        import textual  # noqa: F401
+        import textual_plotext  # noqa: F401
+    except ImportError as exc:
+        raise ConfigError(f"the dashboard needs the monitor extra ({exc.name} is not installed): "
+                          "pip install 'semalign[monitor]'") from exc
+
+
 def watch_main(argv: list[str]) -> int:
+    _require_monitor_extra()
     p = argparse.ArgumentParser(prog="semalign watch", description=__doc__)
     p.add_argument("--tx", required=True, help="TX's monitor endpoint (its `monitor:` key), e.g. tcp://tx-laptop:5557")
     p.add_argument("--rx", help="RX's monitor endpoint, e.g. tcp://rx-laptop:5558")
