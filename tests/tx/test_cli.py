@@ -86,8 +86,8 @@ def test_help_imports_no_torch_or_zmq(argv: list[str], code: int) -> None:
     assert out.stdout.strip().splitlines()[-1] == f"{code} []"
 
 
-#: Bench suites whose --help still costs torch or scipy (their modules import them at the top).
-HEAVY_HELP = {"paper", "align", "modem", "air"}
+#: Bench suites whose --help still costs torch (their modules import it at the top, with the parser).
+HEAVY_HELP = {"paper", "align"}
 
 
 @pytest.mark.parametrize("argv", [[name, "--help"] for name in cli.COMMANDS if name != "bench"]
