@@ -13,7 +13,7 @@ import zmq
 
 from common.errors import HandshakeRefused, TransportError, Unreachable
 from common.runtime import free_tcp_port
-from common.transport.security import SecurityConfig, keygen, secure_server
+from common.transport.security import SecurityConfig, ServerSecurity, keygen, secure_server
 from common.transport.zmq import REFUSED, DealerWire, HandshakeWatch, make_socket
 from tests.procs import wait_for
 from tx import ctl
@@ -124,3 +124,36 @@ def test_ctl_without_an_answer_is_still_no_reply(keys: Path) -> None:
         ctl.request(f"tcp://127.0.0.1:{free_tcp_port()}", ControlRequest("status"), timeout_s=0.3, tries=1,
                     security=client(keys, "op"))
     assert not isinstance(info.value, HandshakeRefused)
+
+
+def test_a_fresh_socket_gets_in_once_the_peer_allows_the_key(keys: Path, tmp_path: Path) -> None:
+    """What TX does after ``rx_refused``: rebuild, and connect as soon as RX lets the key in."""
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
+    endpoint = f"tcp://127.0.0.1:{free_tcp_port()}"
+    server_key = str(keys / "server/server.key_secret")
+
+    def serve(allow: Path) -> tuple[zmq.Socket[bytes], ServerSecurity]:
+        sock = make_socket(ctx, zmq.ROUTER)
+        guard = secure_server(sock, SecurityConfig(key=server_key, allow=str(allow)), endpoint=endpoint,
+                              domain="data")
+        assert guard is not None
+        sock.bind(endpoint)
+        return sock, guard
+
+    sock, guard = serve(keys / "allow")
+    wire = DealerWire(ctx, endpoint, client(keys, "stranger"))
+    try:
+        wait_for(lambda: wire.refused() == REFUSED, 5, "the refusal")
+        sock.close(0)
+        guard.release()
+        allowed = tmp_path / "allow"
+        allowed.mkdir()
+        (allowed / "stranger.key").write_bytes((keys / "stranger/stranger.key").read_bytes())
+        sock, guard = serve(allowed)  # "RX restarted with the key allowed"
+        wire.rebuild()
+        wait_for(lambda: _sent(wire), 5, "the rebuilt socket to connect")
+        assert sock.poll(2000) and sock.recv_multipart()[1] == b"hello"
+    finally:
+        wire.close()
+        sock.close(0)
+        guard.release()
