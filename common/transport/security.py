@@ -168,7 +168,7 @@ def secure_server(sock: zmq.Socket[Any], security: SecurityConfig, *, endpoint: 
     """
     import zmq
 
-    check_endpoint(endpoint, f"{domain} socket")
+    check_endpoint(endpoint, f"{domain} endpoint")
     if not security.enabled:
         _check_plain(security, endpoint, "binding")
         return None
@@ -205,7 +205,7 @@ def secure_client(sock: zmq.Socket[Any], security: SecurityConfig, *, endpoint: 
     """
     import zmq
 
-    check_endpoint(endpoint, "connecting to")
+    check_endpoint(endpoint, "peer endpoint")
     if not security.enabled:
         _check_plain(security, endpoint, "connecting to")
         return False
