@@ -18,8 +18,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common.data.spec import DATASET_NAMES
+from common.data.spec import DATASET_NAMES, get_spec
 from common.errors import TransportError
+from common.log import Progress
 from common.metrics import format_header, format_row, read_metrics
 from common.ml.bundle import default_bundle_dir
 from common.runtime import free_tcp_port, spawn_cli, stop_process
@@ -61,15 +62,11 @@ def main(argv: list[str] | None = None) -> int:
 
     bundle_dir = args.bundle or default_bundle_dir(args.dataset)
     print(f"bundle: {bundle_dir} (built on first use)", flush=True)
-    tty = sys.stderr.isatty()
-
-    def on_epoch(epoch: int, loss: float) -> None:
-        if tty:
-            print(f"\rpre-training epoch {epoch + 1}, loss {loss:.4f}", end="", file=sys.stderr, flush=True)
-
-    bundle = ensure_bundle(args.dataset, out=bundle_dir, data_dir=args.data_dir, on_epoch=on_epoch)
-    if tty:
-        print(file=sys.stderr)
+    # Minutes on MNIST the first time: a bar on a TTY, a line every 10 s off one.
+    epochs = Progress("pre-training epochs (first use)", get_spec(args.dataset).pretrain.epochs)
+    bundle = ensure_bundle(args.dataset, out=bundle_dir, data_dir=args.data_dir,
+                           on_epoch=lambda epoch, loss: epochs.update(epoch + 1, f"loss {loss:.4f}"))
+    epochs.close()
     print(f"bundle ready: dims={bundle.dims} held-out accuracy={bundle.meta.heldout_accuracy:.4f} "
           f"hash={bundle.hash[:12]}", flush=True)
 
