@@ -23,12 +23,12 @@ class Command(NamedTuple):
 
 #: Bench suites, each ``semalign bench SUITE [ARGS]``.
 BENCH_SUITES: dict[str, str] = {
-    "paper": "common.bench.paper:paper_main",
+    "paper": "common.bench.flags:paper_main",
     "system": "common.bench.system:system_main",
     "modem": "common.bench.modem:bench_modem_main",
     "soak": "common.bench.soak:soak_main",
     "monitor": "common.bench.monitor:monitor_main",
-    "align": "common.bench.align:align_main",
+    "align": "common.bench.flags:align_main",
     "air": "common.radio.emu.bench:bench_air_main",
 }
 

@@ -86,12 +86,8 @@ def test_help_imports_no_torch_or_zmq(argv: list[str], code: int) -> None:
     assert out.stdout.strip().splitlines()[-1] == f"{code} []"
 
 
-#: Bench suites whose --help still costs torch (their modules import it at the top, with the parser).
-HEAVY_HELP = {"paper", "align"}
-
-
 @pytest.mark.parametrize("argv", [[name, "--help"] for name in cli.COMMANDS if name != "bench"]
-                         + [["bench", name, "--help"] for name in cli.BENCH_SUITES if name not in HEAVY_HELP])
+                         + [["bench", name, "--help"] for name in cli.BENCH_SUITES])
 def test_every_commands_help_imports_no_torch_scipy_or_sklearn(argv: list[str]) -> None:
     """Issue 16, defect 18: ``demo --help`` took up to 19 s importing torch first."""
     script = (
