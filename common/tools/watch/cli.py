@@ -105,7 +105,8 @@ def watch_main(argv: list[str]) -> int:
         from common.tools.watch.app import WatchApp, default_control
         from common.tools.watch.source import MonitorSource
     except ImportError as exc:
-        raise ConfigError(f"semalign watch needs the monitor extra (pip install -e '.[monitor]'): {exc}") from exc
+        raise ConfigError(f"the dashboard needs the monitor extra ({exc.name} is not installed): "
+                          "pip install 'semalign[monitor]'") from exc
 
     endpoints = [settings.tx] + ([settings.rx] if settings.rx else [])
     security = SecurityConfig(key=settings.key, insecure=settings.insecure)

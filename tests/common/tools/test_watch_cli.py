@@ -4,6 +4,8 @@ and every error names a setting watch has (issue 16, defect 10)."""
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -119,3 +121,19 @@ def test_watch_config_connects_with_the_operators_key_and_shows_tx(tmp_path: Pat
         thread.join(10)
         daemon.close()
     assert f"TX&#160;live&#160;at&#160;{daemon.endpoint}" in shot.read_text()
+
+
+@pytest.mark.parametrize("missing", ["textual", "textual_plotext"])
+def test_watch_without_the_monitor_extra_names_the_pip_command(missing: str) -> None:
+    script = (
+        "import sys\n"
+        f"sys.modules[{missing!r}] = None  # what an install without the extra looks like to import\n"
+        "from common.cli import main\n"
+        "sys.exit(main(['watch', '--tx', 'tcp://127.0.0.1:5557']))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        f"semalign watch: error: the dashboard needs the monitor extra ({missing} is not installed): "
+        "pip install 'semalign[monitor]'"
+    ]
