@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pwd
+import shlex
 import shutil
 import stat
 import subprocess
@@ -29,6 +30,7 @@ from tests.deploy.units import (
     code_dir,
     drop_unknown_settings,
     install,
+    parse_unit,
     scratch_dir,
     start_service,
 )
@@ -119,7 +121,7 @@ def test_install_lays_out_the_state_dir_with_owners_modes_and_absolute_paths(hos
         assert Path(path).exists() or path.endswith("-metrics.jsonl"), path
     assert config["bundle"] == str(state / "bundles/digits") and config["dataset"] == "digits"
     unit = Service.from_unit(host["root"] / f"etc/systemd/system/semalign-{role}.service")
-    assert f"--config={config_path}" in "=".join(unit.argv) or str(config_path) in unit.argv
+    assert unit.argv[unit.argv.index("--config") + 1] == str(config_path)
     assert unit.working_directory == state and unit.user == "semalign"
 
 
@@ -164,10 +166,11 @@ def test_install_refuses_what_it_cannot_lay_out(host: dict[str, Path], args: lis
 
 @pytest.mark.parametrize("unit", sorted(UNITS.glob("semalign-*.service")), ids=lambda p: p.name)
 def test_units_take_dataset_and_bundle_from_the_config(unit: Path) -> None:
-    argv = Service.from_unit(unit).argv if os.geteuid() == 0 else ()
-    text = next(line for line in unit.read_text().splitlines() if line.startswith("ExecStart="))
-    assert "--bundle" not in text and "--dataset" not in text and "--data-dir" not in text, text
-    assert not argv or argv[0] == "/opt/semalign/.venv/bin/semalign"
+    (exec_start,) = parse_unit(unit)["Service"]["ExecStart"]
+    argv = shlex.split(exec_start)
+    assert argv[:2] == ["/opt/semalign/.venv/bin/semalign", unit.stem.split("-")[1]], argv
+    assert not {"--bundle", "--dataset", "--data-dir"} & set(argv), argv
+    assert argv[argv.index("--config") + 1] == f"/etc/semalign/{argv[1]}.yaml"
 
 
 @pytest.mark.slow

@@ -86,6 +86,20 @@ def test_readme_section_names_the_laptop_of_every_block() -> None:
         assert any(old in c for _, c in steps), f"the rehearsal replaces {old!r}, which the README no longer has"
 
 
+def test_readme_leaves_no_step_to_guess() -> None:
+    """Issue 16, defect 14: the venv, the bundle's bank, TX's dataset, the operator's files and
+    TX's address in ctl.yaml are each a command of the section, not left to the reader."""
+    commands = [c for _, c in readme_steps()]
+    assert ". .venv/bin/activate" in commands
+    assert any(c.startswith("semalign pretrain ") and " --bank " in c for c in commands)
+    assert any(c.startswith("sudo deploy/install.sh tx ") and " --data-dir " in c and " --rx " in c
+               for c in commands)
+    assert any(c.startswith("sudo deploy/install.sh op ") and " --tx " in c for c in commands)
+    assert any(c.startswith("semalign keygen op --out ~/semalign/keys") for c in commands)
+    assert all("~/semalign" not in line for line in (ROOT / "deploy/systemd/semalign-tx.service").read_text()
+               .splitlines() + (ROOT / "deploy/systemd/semalign-rx.service").read_text().splitlines())
+
+
 @dataclass
 class Rehearsal:
     lab: Lab
