@@ -65,6 +65,10 @@ def operator_dir(base: Path) -> Path:
     shutil.copy(home / "keys/tx.key", home / "allow-tx")
     shutil.copy(home / "keys/op.key", home / "allow-ops")
     shutil.copy(home / "keys/op.key", home / "allow-monitor")
+    certs = ROOT / "deploy/tls/tls-certs.sh"
+    for args in (["ca"], ["server", "tx-metrics", "127.0.0.1"], ["server", "rx-metrics", "127.0.0.1"]):
+        subprocess.run([str(certs), args[0], str(home / "tls"), *args[1:]], check=True, capture_output=True,
+                       timeout=60)
     return home
 
 
@@ -113,6 +117,8 @@ def test_install_lays_out_the_state_dir_with_owners_modes_and_absolute_paths(hos
     st = secret.stat()
     assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o600, account.pw_uid, account.pw_gid)
     assert stat.S_IMODE((state / "keys").stat().st_mode) == 0o700
+    tls_key = (state / "tls" / f"{role}-metrics.key").stat()
+    assert (stat.S_IMODE(tls_key.st_mode), tls_key.st_uid) == (0o600, account.pw_uid)
     config_path = host["root"] / "etc/semalign" / f"{role}.yaml"
     config = yaml.safe_load(config_path.read_text())
     paths = [s for s in strings(config) if "/" in s and not s.startswith("tcp://")]
@@ -120,6 +126,10 @@ def test_install_lays_out_the_state_dir_with_owners_modes_and_absolute_paths(hos
     for path in paths:
         assert Path(path).exists() or path.endswith("-metrics.jsonl"), path
     assert config["bundle"] == str(state / "bundles/digits") and config["dataset"] == "digits"
+    # Metrics off loopback only with the certificates the operator made for this host.
+    assert config["prometheus_addr"] == "0.0.0.0"
+    assert config["prometheus_cert"] == str(state / f"tls/{role}-metrics.crt")
+    assert config["prometheus_client_ca"] == str(state / "tls/ca.crt")
     unit = Service.from_unit(host["root"] / f"etc/systemd/system/semalign-{role}.service")
     assert unit.argv[unit.argv.index("--config") + 1] == str(config_path)
     assert unit.working_directory == state and unit.user == "semalign"
