@@ -42,7 +42,7 @@ def request(endpoint: str, req: ControlRequest, *, timeout_s: float = REQUEST_TI
 
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     for _ in range(tries):
-        sock = make_socket(ctx, zmq.REQ, max_msg=2 * MAX_META_BYTES)
+        sock = make_socket(ctx, zmq.REQ, max_msg=2 * MAX_META_BYTES, rcvhwm=2)
         try:
             secure_client(sock, security or SecurityConfig(), endpoint=endpoint)
             sock.connect(endpoint)

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 import zmq
 
 from common.errors import MonitorError
-from common.telemetry.stream import MonitorMessage
+from common.telemetry.stream import MAX_BODY_BYTES, MonitorMessage
 from common.transport.zmq import make_socket
 
 #: Messages read per ``poll`` at most, so one busy stream cannot freeze the screen.
@@ -44,7 +44,7 @@ class MonitorSource:
             sock = make_socket(self._ctx, zmq.SUB)
             sock.setsockopt(zmq.RCVHWM, RCVHWM)
             sock.setsockopt(zmq.RECONNECT_IVL, RECONNECT_MS)
-            sock.setsockopt(zmq.MAXMSGSIZE, 256 * 1024)
+            sock.setsockopt(zmq.MAXMSGSIZE, MAX_BODY_BYTES)  # no larger frame decodes (stream.py)
             sock.setsockopt(zmq.SUBSCRIBE, b"")
             if security is not None:
                 from dataclasses import replace
