@@ -14,7 +14,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
@@ -117,12 +117,12 @@ def test_only_get_is_answered(exporter: Exporter) -> None:
 
 @dataclass(frozen=True)
 class Cfg(DaemonSettings):
-    security: SecurityConfig = SecurityConfig()
+    security: SecurityConfig = field(default_factory=SecurityConfig)
 
 
 @pytest.mark.parametrize("addr", ["0.0.0.0", "::", "192.0.2.1"])
 def test_off_loopback_without_tls_refuses_to_start(addr: str) -> None:
-    with pytest.raises(ConfigError, match="not a loopback address.*prometheus_cert"):
+    with pytest.raises(ConfigError, match=r"not a loopback address.*prometheus_cert"):
         open_telemetry("rx", Cfg(prometheus_port=0, prometheus_addr=addr))
 
 

@@ -116,7 +116,7 @@ def test_a_curve_monitor_reads_monitor_allow_not_the_data_allow_list(ctx: zmq.Co
         (tmp_path / allow).mkdir()
         (tmp_path / allow / f"{name}.key").write_bytes((tmp_path / name / f"{name}.key").read_bytes())
     keys = SecurityConfig(key=str(tmp_path / "rx/rx.key_secret"), allow=str(tmp_path / "allow"))
-    with pytest.raises(ConfigError, match="security.monitor_allow"):
+    with pytest.raises(ConfigError, match=r"security\.monitor_allow"):
         ZmqPublisher(ctx, "tcp://127.0.0.1:*", security=keys)
     pub = ZmqPublisher(ctx, "tcp://127.0.0.1:*", security=replace(keys, monitor_allow=str(tmp_path / "ops")))
     got = {}
