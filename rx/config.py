@@ -15,8 +15,8 @@ from common.settings import LOG_LEVELS, DaemonSettings
 from common.transport.security import SecurityConfig
 
 #: Default of ``max_batch_vectors``: above every batch the shipped datasets make (their pools and
-#: test sets hold 10,000 each), a quarter of what the header can announce.
-MAX_BATCH_VECTORS = 32768
+#: test sets hold 10,000 each), under a sixth of what the header can announce (docs/security.md).
+MAX_BATCH_VECTORS = 20480
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class RxConfig(DaemonSettings):
     max_message_bytes: int = 64 * 1024 * 1024
     #: Most vectors (t + n) RX processes in one batch; a batch announcing more is refused (error
     #: "oversize") before anything is received or computed. The header allows 2 x 65535, which cost
-    #: RX 7-13 s of fine-tuning; the shipped datasets' largest batch is t + n = 10000 + 10000.
+    #: RX 13-15 s of CPU; the shipped datasets' largest batch is t + n = 10000 + 10000.
     max_batch_vectors: int = MAX_BATCH_VECTORS
     #: The local ADALM-Pluto, for batches TX sends over the air (transport pluto).
     pluto: PlutoConfig | None = None
