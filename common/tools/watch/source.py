@@ -44,7 +44,8 @@ class MonitorSource:
             sock = make_socket(self._ctx, zmq.SUB)
             sock.setsockopt(zmq.RCVHWM, RCVHWM)
             sock.setsockopt(zmq.RECONNECT_IVL, RECONNECT_MS)
-            sock.setsockopt(zmq.MAXMSGSIZE, MAX_BODY_BYTES)  # no larger frame decodes (stream.py)
+            # No larger body decodes (stream.py); the slack is CURVE's framing around it.
+            sock.setsockopt(zmq.MAXMSGSIZE, MAX_BODY_BYTES + 1024)
             sock.setsockopt(zmq.SUBSCRIBE, b"")
             if security is not None:
                 from dataclasses import replace
