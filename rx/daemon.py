@@ -42,9 +42,10 @@ class RxDaemon:
         self.bundle = bundle
         self.receiver = Receiver(bundle, config.adapt, threads=config.threads)
         max_msg = config.max_message_bytes
-        # The zmq limit sits above ours so messages between the two get a typed error reply.
+        # zmq's per-frame limit sits just above ours, so a payload a little too large gets a typed
+        # error reply and a far larger one costs its sender the connection before RX allocates it.
         self.wire = RouterWire(ctx or zmq.Context.instance(), config.bind,
-                               max_msg=2 * max_msg + messages.MAX_META_BYTES, security=config.security)
+                               max_msg=max_msg + messages.MAX_META_BYTES, security=config.security)
         #: One id per daemon start, in every metrics record: restarts are told apart.
         self.run_id = secrets.token_hex(6)
         self.endpoint = self.wire.endpoint
@@ -57,7 +58,7 @@ class RxDaemon:
                                 interval_s=config.sync_interval_s, logger=log)
         self.telemetry = open_telemetry("rx", config, ctx=ctx)
         self.handler = BatchHandler(bundle, self.receiver, self.bearers, self.sync.current,
-                                    max_message_bytes=max_msg)
+                                    max_message_bytes=max_msg, max_batch_vectors=config.max_batch_vectors)
 
     @property
     def counters(self) -> Counter[str]:
@@ -73,7 +74,12 @@ class RxDaemon:
     def monitor_status(self) -> dict[str, Any]:
         """RX's state for the monitor stream: adaptation settings and clock sync."""
         return {"endpoint": self.endpoint, "adapt": asdict(self.config.adapt), "dims": self.bundle.dims,
-                "bundle": self.bundle.hash[:12], **sync_fields(self.sync.current()), "counters": dict(self.counters)}
+                "bundle": self.bundle.hash[:12], **sync_fields(self.sync.current()), "counters": dict(self.counters),
+                "refused": self.refused()}
+
+    def refused(self) -> dict[str, int]:
+        """Peers the allow-lists turned away, by socket: data (TX keys) and monitor (operators)."""
+        return {"data": self.wire.refused, "monitor": self.telemetry.refused}
 
     def run(self, stop: StopFlag) -> None:
         warm_s = self.receiver.warm_up()
@@ -106,4 +112,4 @@ class RxDaemon:
             except Unreachable:
                 self.counters["reply_dropped"] += 1
                 log.warning("reply_dropped", reason="peer gone or send queue full")
-        log.info("rx_stopped", signal=stop.signal, counters=dict(self.counters), refused=self.wire.refused)
+        log.info("rx_stopped", signal=stop.signal, counters=dict(self.counters), refused=self.refused())

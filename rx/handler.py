@@ -88,12 +88,15 @@ class Handled:
 
 class BatchHandler:
     def __init__(self, bundle: Bundle, receiver: Receiver, bearers: Mapping[Transport, Bearer],
-                 sync: Callable[[], SyncState], *, max_message_bytes: int) -> None:
+                 sync: Callable[[], SyncState], *, max_message_bytes: int,
+                 max_batch_vectors: int = 2 * wire.MAX_COUNT) -> None:
         self.bundle = bundle
         self.receiver = receiver
         self.bearers = bearers
         self.sync = sync
         self.max_message_bytes = max_message_bytes
+        #: Most vectors (t + n) one batch may carry: bounds RX's work per batch (rx.yaml max_batch_vectors).
+        self.max_batch_vectors = max_batch_vectors
         self.counters: Counter[str] = Counter()
         self._reports: collections.OrderedDict[tuple[str | None, int, int], bytes] = collections.OrderedDict()
         #: The TX run that each recent batch id was answered for: a restarted TX reusing an id is noted.
@@ -156,7 +159,7 @@ class BatchHandler:
         env = messages.Envelope.decode(meta)
         try:
             return self._batch(env, frames, notify)
-        except (PayloadError, BundleMismatch, RadioError) as exc:
+        except (PayloadError, OversizeMessage, BundleMismatch, RadioError) as exc:
             exc.batch_id = env.batch_id
             raise
         except SemalignError:
@@ -192,6 +195,10 @@ class BatchHandler:
             raise AlphaOutOfRange(f"alpha={sent.alpha}, this receiver's bundle allows 1..{self.bundle.dims}")
         if sent.t + sent.n == 0:
             raise EmptyPayload(f"batch {env.batch_id} announces t = n = 0")
+        if sent.t + sent.n > self.max_batch_vectors:
+            raise OversizeMessage(f"batch {env.batch_id} announces t + n = {sent.t} + {sent.n} vectors, this "
+                                  f"receiver processes at most {self.max_batch_vectors} per batch "
+                                  "(rx.yaml max_batch_vectors)")
         bearer = self._bearer(env)
         received = bearer.receive(env, frames[1], notify)
         t0 = monotonic_ns()

@@ -123,8 +123,7 @@ class TxConfig(DaemonSettings):
         at_least("max_inflight", self.max_inflight, 1)
         at_least("max_attempts", self.max_attempts, 1)
         at_least("monitor_hwm", self.monitor_hwm, 1)
-        if self.prometheus_port is not None and not 0 <= self.prometheus_port <= 65535:
-            raise ConfigError(f"prometheus_port: expected a port in 0..65535, got {self.prometheus_port}")
+        self.check_prometheus()
         if self.code_rate is not None and not 0 < self.code_rate <= 1:
             raise ConfigError(f"code_rate: expected a number in (0, 1], got {self.code_rate}")
         for name in ("interval_s", "hello_timeout_s", "clock_probe_interval_s"):

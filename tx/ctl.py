@@ -60,7 +60,7 @@ def request(endpoint: str, req: ControlRequest, *, timeout_s: float = REQUEST_TI
     frame = req.encode()  # ConfigError for an argument that cannot travel, before any socket
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     for _ in range(tries):
-        sock = make_socket(ctx, zmq.REQ, max_msg=2 * MAX_META_BYTES)
+        sock = make_socket(ctx, zmq.REQ, max_msg=2 * MAX_META_BYTES, rcvhwm=2)
         watch = None
         try:
             if secure_client(sock, security or SecurityConfig(), endpoint=endpoint):

@@ -64,6 +64,8 @@ from tx.shift import Shift, load_plugins
 log = get_logger("semalign.tx")
 
 POLL_MS = 50
+#: Control requests queued per client (a REQ client has one outstanding): 8 x 128 KiB at most.
+CONTROL_RCVHWM = 8
 HELLO_RETRY_S = 1.0
 #: Log "rx unreachable" at most this often.
 UNREACHABLE_LOG_S = 5.0
@@ -135,7 +137,7 @@ class TxDaemon:
         self.wire = DealerWire(ctx, config.endpoint, config.security)
         # ROUTER rather than REP: it answers each request whatever came before (a REP that
         # failed one reply would refuse every later request). REQ clients see no difference.
-        self.control = make_socket(ctx, zmq.ROUTER, max_msg=2 * messages.MAX_META_BYTES)
+        self.control = make_socket(ctx, zmq.ROUTER, max_msg=2 * messages.MAX_META_BYTES, rcvhwm=CONTROL_RCVHWM)
         try:
             self.control_guard = secure_server(self.control, config.security, endpoint=config.control,
                                                domain="control")
@@ -573,6 +575,8 @@ class TxDaemon:
             "recovered_lost": self.counters["recovered_lost"],
             "reconnects": self.counters["reconnects"],
             "control_refused": 0 if self.control_guard is None else self.control_guard.refused,
+            "refused": {"control": 0 if self.control_guard is None else self.control_guard.refused,
+                        "monitor": self.telemetry.refused},
         }
 
     def monitor_status(self) -> dict[str, Any]:

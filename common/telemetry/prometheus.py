@@ -6,13 +6,14 @@ against it). Each daemon has its own registry, so tests can run several in one p
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Mapping
 from typing import Any
 
 import prometheus_client as prom
 
-from common.errors import ConfigError
 from common.modulation import Modulation
+from common.telemetry.metrics_server import MetricsServer
 from common.telemetry.stream import number
 
 #: Latency histogram buckets (seconds), 0.5 ms to 10 s.
@@ -44,6 +45,7 @@ COUNTERS = {
     "semalign_vectors_lost": ("Vectors lost with those frames", ()),
     "semalign_control": ("Control requests, by result (ok, refused)", ("result",)),
     "semalign_monitor_dropped": ("Monitor stream messages dropped at the high-water mark", ()),
+    "semalign_refused": ("Peers refused by an allow-list, by socket (data, control, monitor)", ("domain",)),
 }
 _BITS: dict[str, float] = {m.value: float(m.bits_per_symbol) for m in Modulation}
 #: Every metric family name as the exposition shows it.
@@ -70,8 +72,9 @@ class Exporter:
         self.gauges = {name: prom.Gauge(name, help_, registry=self.registry) for name, help_ in GAUGES.items()}
         for gauge in self.gauges.values():
             gauge.set(float("nan"))
-        self._server: Any = None
+        self._server: MetricsServer | None = None
         self._dropped = 0
+        self._refused: dict[str, int] = {}
         #: The port ``serve`` bound (useful with port 0).
         self.port: int | None = None
 
@@ -114,6 +117,9 @@ class Exporter:
 
     def observe_status(self, status: Mapping[str, Any]) -> None:
         """Gauges a status knows before any batch: the plan's figures."""
+        refused = status.get("refused")
+        if isinstance(refused, Mapping):
+            self.set_refused({str(k): int(v) for k, v in refused.items() if isinstance(v, int)})
         plan = status.get("plan")
         if isinstance(plan, Mapping):
             for key, gauge in (("alpha", "semalign_alpha"), ("n_max", "semalign_n_max")):
@@ -126,23 +132,30 @@ class Exporter:
             self.counters["semalign_monitor_dropped"].inc(dropped - self._dropped)
             self._dropped = dropped
 
-    def serve(self, port: int, addr: str = "0.0.0.0") -> int:
-        """Serve ``/metrics`` on ``addr:port`` from a daemon thread; returns the bound port."""
-        try:
-            server, _thread = prom.start_http_server(port, addr=addr, registry=self.registry)
-        except OSError as exc:
-            raise ConfigError(f"prometheus_port: cannot listen on {addr}:{port}: {exc}") from exc
-        self._server = server
-        self.port = int(server.server_port)
+    def serve(self, port: int, addr: str = "127.0.0.1", *, tls: ssl.SSLContext | None = None,
+              max_connections: int = 8) -> int:
+        """Serve ``/metrics`` on ``addr:port`` (HTTPS with ``tls``); returns the bound port.
+
+        A bounded server (``metrics_server``): at most ``max_connections`` at a time, each with a deadline.
+        """
+        self._server = MetricsServer(self.registry, addr, port, max_connections=max_connections, tls=tls)
+        self.port = self._server.port
         return self.port
+
+    def set_refused(self, refused: Mapping[str, int]) -> None:
+        """Peers the allow-lists turned away so far, by domain (data, control, monitor)."""
+        for domain, count in refused.items():
+            seen = self._refused.get(domain, 0)
+            if count > seen:
+                self.counters["semalign_refused"].labels(domain=domain).inc(count - seen)
+                self._refused[domain] = count
 
     def exposition(self) -> str:
         return prom.generate_latest(self.registry).decode()
 
     def close(self) -> None:
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.close()
             self._server = None
 
 

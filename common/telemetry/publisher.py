@@ -21,6 +21,14 @@ DEFAULT_HWM = 1000
 #: Kernel send buffer per subscriber connection: with the HWM, what a stalled subscriber can hold
 #: up (the kernel's own default grows to megabytes, hiding a stall for thousands of messages).
 SNDBUF = 128 * 1024
+#: Largest frame a subscriber may send. A subscription is one byte and a topic (``stream.TOPICS``: a
+#: few letters; the watcher subscribes to ""), but zmq applies the limit to the handshake's frames
+#: too, and CURVE's INITIATE is about 260-300 bytes (its metadata), so the floor is there. libzmq kept
+#: every subscription byte: one 16 MiB subscription cost RX 0.7 GB. Larger frames drop the
+#: subscriber before anything is allocated.
+MAX_SUBSCRIPTION_BYTES = 1024
+#: Subscription messages queued per subscriber before zmq stops reading its connection.
+SUBSCRIPTION_HWM = 16
 
 
 class Publisher(Protocol):
@@ -41,11 +49,15 @@ class ZmqPublisher:
         self.sent = 0
         self.dropped = 0
         self._server: Any = None
-        self.socket = make_socket(ctx, zmq.XPUB)
+        self.socket = make_socket(ctx, zmq.XPUB, max_msg=MAX_SUBSCRIPTION_BYTES)
         try:
             self.socket.setsockopt(zmq.SNDHWM, hwm)
+            self.socket.setsockopt(zmq.RCVHWM, SUBSCRIPTION_HWM)
             self.socket.setsockopt(zmq.SNDBUF, SNDBUF)
             self.socket.setsockopt(zmq.XPUB_NODROP, 1)
+            # Manual subscriptions: each subscriber is given everything ("") however many distinct
+            # topics it sends, so the subscription table holds one entry, not whatever peers send.
+            self.socket.setsockopt(zmq.XPUB_MANUAL, 1)
             if security is not None:
                 from common.transport.security import secure_server
 
@@ -71,13 +83,22 @@ class ZmqPublisher:
         self.sent += 1
         return True
 
+    @property
+    def refused(self) -> int:
+        """Subscribers whose key the monitor allow-list refused."""
+        return 0 if self._server is None else int(self._server.refused)
+
     def _drain_subscriptions(self) -> None:
-        # XPUB delivers (un)subscriptions as messages; read them so they never pile up.
+        # XPUB delivers (un)subscriptions as messages; read them so they never pile up. Bounded:
+        # at most the HWM per subscriber is queued, and the loop ends when the queue is empty.
         while True:
             try:
-                self.socket.recv(flags=zmq.NOBLOCK)
+                message = self.socket.recv(flags=zmq.NOBLOCK)
             except zmq.Again:
                 return
+            if message[:1] == b"\x01":
+                # Applies to the subscriber whose message was just read (XPUB_MANUAL).
+                self.socket.setsockopt(zmq.SUBSCRIBE, b"")
 
     def close(self) -> None:
         self.socket.close(0)

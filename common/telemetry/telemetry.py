@@ -7,6 +7,7 @@ into the batch loop once it is open.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
@@ -25,7 +26,7 @@ STATUS_INTERVAL_S = 1.0
 #: Record fields that stay out of the monitor stream (instants only the JSONL needs).
 _PRIVATE = ("t_a_ns", "t_b_ns", "rx_done_ns")
 
-__all__ = ["MemoryPublisher", "Telemetry", "TelemetryConfig", "open_telemetry", "sync_fields"]
+__all__ = ["MemoryPublisher", "Telemetry", "TelemetryConfig", "metrics_tls", "open_telemetry", "sync_fields"]
 
 
 class TelemetryConfig(Protocol):
@@ -42,6 +43,18 @@ class TelemetryConfig(Protocol):
 
     @property
     def prometheus_addr(self) -> str: ...
+
+    @property
+    def prometheus_cert(self) -> str | None: ...
+
+    @property
+    def prometheus_key(self) -> str | None: ...
+
+    @property
+    def prometheus_client_ca(self) -> str | None: ...
+
+    @property
+    def prometheus_max_connections(self) -> int: ...
 
 
 class Telemetry:
@@ -61,6 +74,11 @@ class Telemetry:
     @property
     def enabled(self) -> bool:
         return self.publisher is not None or self.exporter is not None
+
+    @property
+    def refused(self) -> int:
+        """Subscribers the monitor allow-list turned away."""
+        return int(getattr(self.publisher, "refused", 0))
 
     @property
     def dropped(self) -> int:
@@ -150,7 +168,8 @@ def open_telemetry(role: str, config: TelemetryConfig, *, ctx: Any = None) -> Te
             raise ConfigError("prometheus_port needs prometheus-client: pip install 'semalign[monitor]'") from exc
         exporter = Exporter()
         try:
-            exporter.serve(config.prometheus_port, config.prometheus_addr)
+            exporter.serve(config.prometheus_port, config.prometheus_addr, tls=metrics_tls(config),
+                           max_connections=config.prometheus_max_connections)
         except ConfigError:
             if publisher is not None:
                 publisher.close()
@@ -158,6 +177,28 @@ def open_telemetry(role: str, config: TelemetryConfig, *, ctx: Any = None) -> Te
     return Telemetry(role, publisher, exporter)
 
 
+def metrics_tls(config: TelemetryConfig) -> ssl.SSLContext | None:
+    """The /metrics endpoint's mutual TLS, required off loopback as plain ZeroMQ sockets are refused there.
+
+    ``security.insecure`` lets it run in clear text off loopback, as it does for ZeroMQ (logged loudly).
+    """
+    from common.transport.security import is_loopback_host
+
+    if config.prometheus_cert and config.prometheus_key and config.prometheus_client_ca:
+        from common.telemetry.metrics_server import tls_context
+
+        return tls_context(config.prometheus_cert, config.prometheus_key, config.prometheus_client_ca)
+    if is_loopback_host(config.prometheus_addr):
+        return None
+    if not getattr(getattr(config, "security", None), "insecure", False):
+        raise ConfigError(
+            f"prometheus_addr {config.prometheus_addr} is not a loopback address and /metrics has no TLS: "
+            "expected prometheus_cert, prometheus_key and prometheus_client_ca (mutual TLS; "
+            "deploy/tls/tls-certs.sh makes them, docs/monitoring.md), or security.insecure: true to serve "
+            "it in clear text")
+    log.warning("insecure_metrics", addr=config.prometheus_addr,
+                detail="/metrics is plain HTTP off loopback: anyone on the network can read it")
+    return None
 
 
 def sync_fields(state: Any) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from common.errors import ProtocolError, SemalignError
 from common.log import configure, get_logger
 from common.runtime import StopFlag
 from common.transport.base import Transport
-from common.transport.zmq import bind_endpoint, make_socket
+from common.transport.zmq import DATA_RCVHWM, REPLY_RCVHWM, bind_endpoint, make_socket
 from common.wire import messages
 
 if TYPE_CHECKING:
@@ -39,9 +39,11 @@ class ChannelProcess:
         from common.phy import Channel
 
         self.channel = Channel(config)
-        self.front = make_socket(self._ctx, zmq.ROUTER, max_msg=MAX_SAMPLE_BYTES + messages.MAX_META_BYTES)
+        # Bounded like RX's data socket, which it stands in front of (docs/security.md).
+        self.front = make_socket(self._ctx, zmq.ROUTER, max_msg=MAX_SAMPLE_BYTES + messages.MAX_META_BYTES,
+                                 rcvhwm=DATA_RCVHWM)
         bind_endpoint(self.front, listen, "listen")
-        self.back = make_socket(self._ctx, zmq.DEALER)
+        self.back = make_socket(self._ctx, zmq.DEALER, max_msg=2 * messages.MAX_REPLY_BYTES, rcvhwm=REPLY_RCVHWM)
         self.back.connect(forward)
         self.listen = self.front.getsockopt_string(zmq.LAST_ENDPOINT)
         self.forward = forward

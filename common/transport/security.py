@@ -26,6 +26,8 @@ log = get_logger("semalign.security")
 #: Suffixes ``zmq.auth.create_certificates`` gives the two halves of a certificate.
 PUBLIC_SUFFIX = ".key"
 SECRET_SUFFIX = ".key_secret"
+#: The ZAP domain of the monitor sockets, whose allow-list is ``monitor_allow``.
+MONITOR_DOMAIN = "monitor"
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,9 @@ class SecurityConfig:
     peer: str | None = None
     #: Directory of the public certificates (*.key) allowed to connect to the sockets this end binds.
     allow: str | None = None
+    #: Directory of the operators' public certificates (*.key) allowed on the monitor socket
+    #: (`semalign watch`); separate from ``allow``, so watching grants no right to send or steer.
+    monitor_allow: str | None = None
     #: Run plain (unauthenticated, unencrypted) sockets on non-loopback addresses; logged loudly.
     insecure: bool = False
 
@@ -57,7 +62,12 @@ def is_local(endpoint: str) -> bool:
         return True
     if scheme != "tcp":
         return False
-    host = rest.rsplit(";", 1)[-1].rsplit(":", 1)[0].strip("[]")
+    return is_loopback_host(rest.rsplit(";", 1)[-1].rsplit(":", 1)[0])
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether an address (``127.0.0.1``, ``[::1]``, ``localhost``) is this host's loopback."""
+    host = host.strip("[]")
     if host == "localhost":
         return True
     try:
@@ -79,11 +89,28 @@ def _check_plain(security: SecurityConfig, endpoint: str, role: str) -> None:
                 detail="CURVE is off: anyone on the network can connect, read and forge messages")
 
 
+def check_secret_file(path: str | Path, what: str) -> Path:
+    """``path`` as a secret key file may be: present, and readable by its owner only (as ssh insists)."""
+    file = Path(path).expanduser()
+    try:
+        mode = file.stat().st_mode
+    except FileNotFoundError:
+        raise ConfigError(f"{what}: {file}: no such file") from None
+    except OSError as exc:
+        raise ConfigError(f"{what}: cannot read {file}: {exc}") from exc
+    if mode & 0o077:
+        raise ConfigError(f"{what}: {file} is accessible by group or others (mode {mode & 0o777:04o}); a secret "
+                          f"key must be readable by its owner only: run chmod 600 {file}")
+    return file
+
+
 def load_keypair(path: str, what: str) -> tuple[bytes, bytes | None]:
     """The (public, secret) keys of a certificate file; secret is None for a public one."""
     import zmq.auth
 
     file = Path(path).expanduser()
+    if not file.is_file():
+        raise ConfigError(f"{what}: {file}: no such file")
     try:
         public, secret = zmq.auth.load_certificate(file)
     except (OSError, ValueError) as exc:
@@ -97,6 +124,7 @@ def _secret(security: SecurityConfig) -> tuple[bytes, bytes]:
     if secret is None:
         raise ConfigError(f"security.key: {security.key} is a public certificate; expected the "
                           f"secret one ({SECRET_SUFFIX})")
+    check_secret_file(security.key, "security.key")
     return public, secret
 
 
@@ -134,6 +162,31 @@ def _guard_class() -> type[Any]:
     return ZapGuard
 
 
+#: A stopped guard's ZAP endpoint (``inproc://zeromq.zap.01``) is released by libzmq's reaper
+#: thread, after ``stop`` returns: a guard started at once on the same context may find it
+#: still bound, so it tries again for this long.
+ZAP_REBIND_S = 2.0
+
+
+def _start_guard(ctx: zmq.Context[Any]) -> Any:
+    """A started ZAP handler for ``ctx`` (before any bind: a handshake without ZAP would pass)."""
+    import time
+
+    import zmq
+
+    deadline = time.monotonic() + ZAP_REBIND_S
+    while True:
+        guard = _guard_class()(ctx)
+        try:
+            guard.start()
+            return guard
+        except zmq.ZMQError as exc:
+            guard.stop()
+            if exc.errno != zmq.EADDRINUSE or time.monotonic() > deadline:
+                raise ConfigError(f"cannot start the ZAP handler: {exc}") from exc
+            time.sleep(0.01)
+
+
 class ServerSecurity:
     """What ``secure_server`` set up on one socket; ``refused`` counts clients turned away."""
 
@@ -161,10 +214,11 @@ class ServerSecurity:
 
 def secure_server(sock: zmq.Socket[Any], security: SecurityConfig, *, endpoint: str,
                   domain: str) -> ServerSecurity | None:
-    """Make ``sock`` a CURVE server that admits only keys in ``security.allow``; call before ``bind``.
+    """Make ``sock`` a CURVE server that admits only the keys of its domain's allow-list; before ``bind``.
 
-    ``domain`` names the socket's allow-list in the context's one ZAP handler (data,
-    control, monitor). Returns None for a plain socket (refused off loopback unless insecure).
+    ``domain`` names the socket's allow-list in the context's one ZAP handler: data and
+    control read ``security.allow``, monitor reads ``security.monitor_allow``. Returns None
+    for a plain socket (refused off loopback unless insecure).
     """
     import zmq
 
@@ -173,19 +227,20 @@ def secure_server(sock: zmq.Socket[Any], security: SecurityConfig, *, endpoint: 
         _check_plain(security, endpoint, "binding")
         return None
     public, secret = _secret(security)
-    if security.allow is None:
-        raise ConfigError("security.allow: a socket that others connect to needs a directory of "
-                          "allowed public certificates, got none")
-    allow = Path(security.allow).expanduser()
+    setting, directory = (("security.monitor_allow", security.monitor_allow) if domain == MONITOR_DOMAIN
+                          else ("security.allow", security.allow))
+    if directory is None:
+        raise ConfigError(f"{setting}: the {domain} socket {endpoint} needs a directory of allowed public "
+                          "certificates, got none")
+    allow = Path(directory).expanduser()
     if not allow.is_dir() or not any(allow.glob(f"*{PUBLIC_SUFFIX}")):
-        raise ConfigError(f"security.allow: expected a directory holding at least one public "
+        raise ConfigError(f"{setting}: expected a directory holding at least one public "
                           f"certificate (*{PUBLIC_SUFFIX}), got {allow}")
     ctx = sock.context
     with _guards_lock:
         guard = _guards.get(id(ctx))
         if guard is None:
-            guard = _guards[id(ctx)] = _guard_class()(ctx)
-            guard.start()  # before any bind: a handshake without ZAP would be let through
+            guard = _guards[id(ctx)] = _start_guard(ctx)
         guard.users += 1
         guard.configure_curve(domain=domain, location=str(allow))
     try:

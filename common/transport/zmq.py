@@ -26,6 +26,12 @@ Context = zmq.Context[zmq.Socket[bytes]]
 
 #: A TCP connect that has not completed in this time is abandoned and retried by zmq.
 CONNECT_TIMEOUT_MS = 2000
+#: Messages RX queues per TX before zmq stops reading that connection (the sender waits, nothing
+#: is dropped): two batches in flight, a clock probe and a hello. zmq's default of 1,000 let one
+#: peer park 1,000 maximal messages in RX's memory.
+DATA_RCVHWM = 4
+#: Replies TX queues from RX: a report or an error per batch in flight, clock replies, hellos.
+REPLY_RCVHWM = 64
 
 
 #: What a refused CURVE client is told, whichever side is wrong: zmq cannot say which.
@@ -77,12 +83,15 @@ class HandshakeWatch:
         self.socket.close(0)
 
 
-def make_socket(ctx: Context, kind: int, *, max_msg: int | None = None) -> zmq.Socket[bytes]:
+def make_socket(ctx: Context, kind: int, *, max_msg: int | None = None, rcvhwm: int | None = None) -> zmq.Socket[bytes]:
+    """A socket with LINGER 0; ``max_msg`` bounds each frame a peer may send, ``rcvhwm`` the messages queued per peer."""
     sock = ctx.socket(kind)
     sock.setsockopt(zmq.LINGER, 0)
     if max_msg is not None:
         # Transport-level backstop: zmq drops the peer before allocating an oversize message.
         sock.setsockopt(zmq.MAXMSGSIZE, max_msg)
+    if rcvhwm is not None:
+        sock.setsockopt(zmq.RCVHWM, rcvhwm)
     return sock
 
 
@@ -114,7 +123,7 @@ class DealerWire:
     def _connect(self) -> zmq.Socket[bytes]:
         # Replies are small (a report carries one byte per test vector): anything far larger
         # is dropped by zmq before TX allocates it.
-        sock = make_socket(self._ctx, zmq.DEALER, max_msg=2 * MAX_REPLY_BYTES)
+        sock = make_socket(self._ctx, zmq.DEALER, max_msg=2 * MAX_REPLY_BYTES, rcvhwm=REPLY_RCVHWM)
         # With IMMEDIATE a send to a peer that is not connected fails at once and the batch
         # stays ours, instead of vanishing into a pipe to a dead receiver.
         sock.setsockopt(zmq.IMMEDIATE, 1)
@@ -175,8 +184,8 @@ class RouterWire:
     """RX's end: a ROUTER bound for any number of senders, with a message-size backstop."""
 
     def __init__(self, ctx: Context, bind: str, *, max_msg: int | None = None,
-                 security: SecurityConfig | None = None, domain: str = "data") -> None:
-        self.socket = make_socket(ctx, zmq.ROUTER, max_msg=max_msg)
+                 security: SecurityConfig | None = None, domain: str = "data", rcvhwm: int = DATA_RCVHWM) -> None:
+        self.socket = make_socket(ctx, zmq.ROUTER, max_msg=max_msg, rcvhwm=rcvhwm)
         self.guard: ServerSecurity | None = None
         try:
             self.guard = secure_server(self.socket, security or SecurityConfig(), endpoint=bind, domain=domain)

@@ -238,7 +238,8 @@ class Report:
             parse_s=float(_get(obj, "parse_s", num)),
             reconstruct_s=float(_get(obj, "reconstruct_s", num)),
             train_loss=float(_get(obj, "train_loss", num)),
-            vectors_lost=_count(obj, "vectors_lost", 0, 0xFFFF),
+            # Of the t + n vectors a batch announced: up to twice the header's count field.
+            vectors_lost=_count(obj, "vectors_lost", 0, 2 * payload.MAX_COUNT),
             frames_lost=_count(obj, "frames_lost"),
             snr_db=_get(obj, "snr_db", num, optional=True),
             comm=_get(obj, "comm", dict, optional=True),

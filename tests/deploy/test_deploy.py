@@ -77,3 +77,11 @@ def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
     # verify exits 0 even for unknown keys; any line naming our files is a finding.
     findings = [line for line in output.splitlines() if str(tmp_path) in line]
     assert result.returncode == 0 and not findings, output
+
+
+def test_prometheus_scrapes_over_mutual_tls() -> None:
+    """Issue 16, defect 1: off loopback /metrics is HTTPS with a client certificate; the example shows how."""
+    config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    for job in config["scrape_configs"]:
+        assert job["scheme"] == "https", job["job_name"]
+        assert {"ca_file", "cert_file", "key_file"} <= set(job["tls_config"]), job["job_name"]

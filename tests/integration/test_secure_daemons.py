@@ -67,6 +67,7 @@ def test_secured_daemons_admit_only_listed_keys(digits_bundle_dir: Path, tmp_pat
             default_control(ctl, "pause", None)
         status = request(ctl, ControlRequest("resume"), security=operator)
         assert status["ok"] and status["status"]["control_refused"] >= 1
+        assert status["status"]["refused"]["control"] >= 1  # counted by domain (issue 16, defect 5)
         assert tx.wait(90) == 0, tx.log_text()[-3000:]
     finally:
         ctx.term()

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from typing import Any, cast
 
+import numpy as np
 import pytest
 from structlog.testing import capture_logs
 
+from common.clock import realtime_ns
 from common.ml.bundle import Bundle
 from common.timesync import SyncState
-from common.transport.base import Transport
+from common.transport.base import Received, Transport
 from common.transport.zmq import ZmqBearer
 from common.wire import messages
+from common.wire import payload as wire
 from rx.handler import BatchHandler
 from rx.pipeline import Receiver
 from tests.integration.test_rogue_sender import good_batch
@@ -117,3 +120,67 @@ def test_a_recall_is_answered_from_the_report_cache_or_refused_by_run(digits_bun
         frame = messages._pack({"v": messages.PROTOCOL, "kind": messages.KIND_RECALL, **body_})
         bad = messages.decode_reply(handler.handle([memoryview(frame)]).reply)
         assert isinstance(bad, messages.ErrorReply) and bad.code == "envelope", body_
+
+
+class AllLost(ZmqBearer):
+    """A radio bearer whose every frame was lost: the announced bytes, none of them valid."""
+
+    transport = Transport.SIM
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def receive(self, envelope: messages.Envelope, frame: memoryview, notify: Any) -> Received:
+        self.calls += 1
+        size = envelope.payload_size
+        return Received(bytes(size), valid=np.zeros(size, dtype=bool), frames_lost=7)
+
+
+def sim_envelope(bundle: Bundle, t: int, n: int) -> messages.Envelope:
+    return messages.Envelope(batch_id=3, attempt=0, modulation="qpsk", b_max=1, alpha=1, bundle=bundle.hash,
+                             t_a_ns=realtime_ns(), t=t, n=n, transport="sim", samples=1000)
+
+
+def test_a_report_of_a_batch_lost_whole_at_the_header_limits_decodes(digits_bundle: Bundle) -> None:
+    """Issue 16, defect 7: t = n = 65535 all lost gave vectors_lost = 131070, which RX's own decoder refused."""
+    from common.ml.adapt import AdaptConfig, AdaptMode
+    from rx.pipeline import Receiver as RealReceiver
+
+    bearer = AllLost()
+    handler = BatchHandler(digits_bundle, RealReceiver(digits_bundle, AdaptConfig(mode=AdaptMode.NONE)),
+                           {Transport.SIM: bearer}, lambda: SyncState.unsynchronised("test", read_at_ns=0),
+                           max_message_bytes=1 << 24, max_batch_vectors=2 * wire.MAX_COUNT)
+    env = sim_envelope(digits_bundle, wire.MAX_COUNT, wire.MAX_COUNT)
+    handled = handler.handle([memoryview(env.encode()), memoryview(b"")])
+    report = messages.decode_reply(handled.reply)  # EnvelopeError before the fix
+    assert isinstance(report, messages.Report), report
+    assert report.vectors_lost == 2 * wire.MAX_COUNT and report.n_test == wire.MAX_COUNT
+    assert report.predictions == bytes([wire.NO_LABEL]) * wire.MAX_COUNT
+
+
+@pytest.mark.parametrize(("t", "n", "refused"), [(50, 50, False), (60, 41, True), (wire.MAX_COUNT, wire.MAX_COUNT, True)])
+def test_a_batch_beyond_max_batch_vectors_is_refused_before_any_work(digits_bundle: Bundle, t: int, n: int,
+                                                                     refused: bool) -> None:
+    """Issue 16, defect 4: one batch at the header's limits cost RX 7.4 s; RX caps the vectors per batch."""
+    bearer = AllLost()
+    handler = BatchHandler(digits_bundle, cast(Receiver, Exploding(RuntimeError("must not run"))),
+                           {Transport.SIM: bearer}, lambda: SyncState.unsynchronised("test", read_at_ns=0),
+                           max_message_bytes=1 << 24, max_batch_vectors=100)
+    handled = handler.handle([memoryview(sim_envelope(digits_bundle, t, n).encode()), memoryview(b"")])
+    reply = messages.decode_reply(handled.reply)
+    assert isinstance(reply, messages.ErrorReply)
+    if refused:
+        assert (reply.code, reply.batch_id, bearer.calls) == ("oversize", 3, 0)
+        assert "max_batch_vectors" in reply.message and f"{t} + {n}" in reply.message
+    else:
+        assert bearer.calls == 1  # received; the exploding receiver is what answers here
+
+
+def test_rx_config_caps_the_vectors_per_batch_by_default() -> None:
+    from common.errors import ConfigError
+    from rx.config import MAX_BATCH_VECTORS, RxConfig
+
+    assert RxConfig().max_batch_vectors == MAX_BATCH_VECTORS < 2 * wire.MAX_COUNT
+    assert MAX_BATCH_VECTORS >= 20_000  # the shipped datasets' largest batch: 10,000 test + 10,000 pool
+    with pytest.raises(ConfigError, match="max_batch_vectors"):
+        RxConfig(max_batch_vectors=0)

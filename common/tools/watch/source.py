@@ -21,7 +21,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from common.errors import ConfigError, MonitorError
-from common.telemetry.stream import MonitorMessage
+from common.telemetry.stream import MAX_BODY_BYTES, MonitorMessage
 from common.transport.security import SecurityConfig, secure_client
 from common.transport.zmq import make_socket
 
@@ -90,7 +90,8 @@ class _Link:
         self.sock, self.events, self.secured = self._open()
 
     def _open(self) -> tuple[zmq.Socket[bytes], zmq.Socket[bytes], bool]:
-        sock = make_socket(self._ctx, zmq.SUB, max_msg=256 * 1024)
+        # No larger body decodes (stream.py); the slack is CURVE's framing around it.
+        sock = make_socket(self._ctx, zmq.SUB, max_msg=MAX_BODY_BYTES + 1024)
         sock.setsockopt(zmq.RCVHWM, RCVHWM)
         sock.setsockopt(zmq.RECONNECT_IVL, RECONNECT_MS)
         sock.setsockopt(zmq.SUBSCRIBE, b"")

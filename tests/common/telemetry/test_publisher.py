@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import zmq
+import zmq.auth
 
 from common.errors import ConfigError
 from common.telemetry.publisher import MemoryPublisher, ZmqPublisher
@@ -100,3 +103,40 @@ def test_a_plain_monitor_off_loopback_is_refused_like_every_socket(ctx: zmq.Cont
         ZmqPublisher(ctx, "tcp://0.0.0.0:*", security=SecurityConfig())
     loopback = ZmqPublisher(ctx, "tcp://127.0.0.1:*", security=SecurityConfig())
     loopback.close()
+
+
+def test_a_curve_monitor_reads_monitor_allow_not_the_data_allow_list(ctx: zmq.Context[zmq.Socket[bytes]],
+                                                                     tmp_path: Path) -> None:
+    """Issue 16, defect 5: the monitor shared the data allow-list; it has its own, and needs it."""
+    from common.transport.security import SecurityConfig, keygen
+
+    for name in ("rx", "op", "tx"):
+        keygen(name, tmp_path / name)
+    for allow, name in (("allow", "tx"), ("ops", "op")):
+        (tmp_path / allow).mkdir()
+        (tmp_path / allow / f"{name}.key").write_bytes((tmp_path / name / f"{name}.key").read_bytes())
+    keys = SecurityConfig(key=str(tmp_path / "rx/rx.key_secret"), allow=str(tmp_path / "allow"))
+    with pytest.raises(ConfigError, match=r"security\.monitor_allow"):
+        ZmqPublisher(ctx, "tcp://127.0.0.1:*", security=keys)
+    pub = ZmqPublisher(ctx, "tcp://127.0.0.1:*", security=replace(keys, monitor_allow=str(tmp_path / "ops")))
+    got = {}
+    try:
+        for who in ("op", "tx"):
+            sub = ctx.socket(zmq.SUB)
+            sub.setsockopt(zmq.LINGER, 0)
+            public, secret = zmq.auth.load_certificate(tmp_path / who / f"{who}.key_secret")
+            sub.curve_secretkey, sub.curve_publickey = secret, public
+            sub.curve_serverkey = zmq.auth.load_certificate(tmp_path / "rx/rx.key")[0]
+            sub.setsockopt(zmq.SUBSCRIBE, b"")
+            sub.connect(pub.endpoint)
+            got[who] = False
+            for _ in range(30 if who == "op" else 10):  # the CURVE handshake fits under the subscription limit
+                pub.publish(RECORD)
+                if sub.poll(50):
+                    got[who] = True
+                    break
+            sub.close(0)
+        assert got == {"op": True, "tx": False}
+        assert pub.refused >= 1
+    finally:
+        pub.close()

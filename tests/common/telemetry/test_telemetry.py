@@ -76,6 +76,10 @@ class Cfg:
     monitor_hwm: int = 10
     prometheus_port: int | None = None
     prometheus_addr: str = "127.0.0.1"
+    prometheus_cert: str | None = None
+    prometheus_key: str | None = None
+    prometheus_client_ca: str | None = None
+    prometheus_max_connections: int = 8
 
 
 @pytest.mark.parametrize(

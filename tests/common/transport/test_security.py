@@ -90,12 +90,35 @@ def bad_configs(keys: Path) -> list[tuple[str, SecurityConfig, str]]:
     return [
         ("public file as key", SecurityConfig(key=str(keys / "rx" / "rx.key"), allow=str(keys / "allow")),
          "public certificate"),
+        # Issue 16, defect 13: was "Invalid certificate file".
         ("missing key file", SecurityConfig(key=str(keys / "nope.key_secret"), allow=str(keys / "allow")),
-         "cannot read"),
+         "nope.key_secret: no such file"),
         ("no allow list", SecurityConfig(key=str(keys / "rx" / "rx.key_secret")), "security.allow"),
         ("empty allow dir", SecurityConfig(key=str(keys / "rx" / "rx.key_secret"), allow=str(keys / "rx" / "none")),
          "at least one public"),
     ]
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o660])
+def test_a_secret_key_readable_by_others_is_refused_with_the_chmod_to_run(keys: Path, tmp_path: Path,
+                                                                        mode: int) -> None:
+    """Issue 16, defect 6: a 0644 secret key was used silently; as ssh does, it is refused."""
+    secret = tmp_path / "tx.key_secret"
+    secret.write_bytes((keys / "tx" / "tx.key_secret").read_bytes())
+    secret.chmod(mode)
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    try:
+        for use in (lambda: RouterWire(ctx, "tcp://127.0.0.1:*", security=SecurityConfig(key=str(secret),
+                                                                                      allow=str(keys / "allow"))),
+                    lambda: DealerWire(ctx, "tcp://127.0.0.1:5555",
+                                       SecurityConfig(key=str(secret), peer=str(keys / "rx" / "rx.key")))):
+            with pytest.raises(ConfigError, match=f"mode {mode:04o}.*run chmod 600 {secret}"):
+                use()
+        secret.chmod(0o600)
+        DealerWire(ctx, "tcp://127.0.0.1:5555",
+                   SecurityConfig(key=str(secret), peer=str(keys / "rx" / "rx.key"))).close()
+    finally:
+        ctx.term()
 
 
 @pytest.mark.parametrize("case", range(4))
