@@ -38,6 +38,8 @@ from common.bench.report import (
 from common.clock import realtime_ns
 from common.data.spec import DATASET_NAMES, Dataset, Split, get_spec, load_dataset
 from common.errors import BenchError, ConfigError, TransportError, Unreachable
+from common.link import budget
+from common.link.plan import LinkPlan
 from common.log import progress
 from common.ml.adapt import AdaptConfig, Adapter, AdaptMode
 from common.ml.bundle import Bundle, default_bundle_dir
@@ -45,7 +47,7 @@ from common.ml.config import AlignPolicy
 from common.ml.model import load_model
 from common.ml.policy import Aligner
 from common.ml.pretrain import ensure_bundle
-from common.modulation import Modulation, byte_budget
+from common.modulation import Modulation
 from common.timesync import SyncState
 from common.transport.base import Transport
 from common.transport.zmq import DealerWire, RouterWire, ZmqBearer
@@ -54,7 +56,6 @@ from common.wire import payload as wire
 from rx.handler import BatchHandler
 from rx.pipeline import Receiver
 from tx.batches import BatchBuilder
-from tx.plan import LinkPlan
 
 #: The paper's sweep: alpha = 150, 140, ..., 40 at 64QAM.
 DEFAULT_ALPHAS: tuple[int, ...] = tuple(range(150, 39, -10))
@@ -269,7 +270,7 @@ class PaperPlan:
     target_acc: float
 
     def n_max(self, alpha: int) -> int:
-        return wire.n_max(self.b_max, self.t, alpha)
+        return budget.n_max(self.b_max, self.t, alpha)
 
     def link_plan(self, alpha: int, n_max: int) -> LinkPlan:
         """The plan TX's batch builder gets: the paper's budget at a fixed alpha, float32 values."""
@@ -432,11 +433,11 @@ def parser() -> argparse.ArgumentParser:
 
 def paper_plan_from_args(args: argparse.Namespace) -> PaperPlan:
     """The ``PaperPlan`` the command line asks for, validated; ``BudgetError`` if an alpha cannot fit."""
-    link = get_spec(args.dataset).link
+    link = budget.dataset_link(args.dataset)
     modulation = Modulation.parse(args.modulation)
     t = args.t if args.t is not None else link.t
-    b_max = args.b_max or byte_budget(modulation, args.symbols_per_window or link.symbols_per_window,
-                                      args.code_rate or link.code_rate)
+    b_max = args.b_max or budget.byte_budget(modulation, args.symbols_per_window or link.symbols_per_window,
+                                             args.code_rate or link.code_rate)
     alphas = args.alphas or DEFAULT_ALPHAS
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     bad = [m for m in methods if m not in METHODS]
