@@ -42,10 +42,10 @@ from common.link import budget
 from common.link.plan import LinkPlan
 from common.log import progress
 from common.ml.adapt import AdaptConfig, Adapter, AdaptMode
+from common.ml.alignment import Alignment
 from common.ml.bundle import Bundle, default_bundle_dir
 from common.ml.config import AlignPolicy
 from common.ml.model import load_model
-from common.ml.policy import Aligner
 from common.ml.pretrain import ensure_bundle
 from common.modulation import Modulation
 from common.timesync import SyncState
@@ -103,7 +103,7 @@ def reconstruct(bundle: Bundle, images: npt.NDArray[np.float32], alpha: int) -> 
 
 
 @torch.inference_mode()
-def accuracy(adapter: Adapter | Aligner, x: torch.Tensor, y: npt.NDArray[np.int64]) -> float:
+def accuracy(adapter: Alignment, x: torch.Tensor, y: npt.NDArray[np.int64]) -> float:
     """Accuracy of the adapter's current model on ``x`` [n, D], in chunks to bound memory."""
     correct = 0
     for start in range(0, len(y), 4096):
