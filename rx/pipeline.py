@@ -1,7 +1,8 @@
 """One batch through the receiver: parse, reconstruct (stamp B), fine-tune (C), classify (D).
 
-The daemon and the benchmarks both call ``Receiver.process`` so their figures agree. The
-alignment policy (``adapt.policy``) runs behind one interface, ``common.ml.alignment.Alignment``.
+The daemon's handler (``process_parsed``) and the benchmarks (``process``, which parses first)
+go through ``Receiver`` so their figures agree. The alignment policy (``adapt.policy``) runs
+behind one interface, ``common.ml.alignment.Alignment``.
 """
 
 from __future__ import annotations
