@@ -42,10 +42,6 @@ class LinkPolicy(enum.StrEnum):
     AMC = "amc"
 
 
-#: The alpha policies by name.
-POLICIES = tuple(p.value for p in AlphaPolicy)
-
-
 def proportional_alpha(dims: int, modulation: Modulation) -> int:
     """``round(dims * bits(mod) / bits(256QAM))``, at least 1: 200 at 256QAM, 150 at 64QAM."""
     return max(1, round(dims * modulation.bits_per_symbol / REFERENCE.bits_per_symbol))
