@@ -2,6 +2,11 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 EXTRAS ?= dev,plot,sdr,dask,monitor
+# A second package index for torch: a laptop without CUDA takes PyTorch's CPU wheels with
+#   make demo TORCH_INDEX=https://download.pytorch.org/whl/cpu
+# (the 2.13.0 pin then resolves to 2.13.0+cpu). Empty: the default index alone.
+TORCH_INDEX ?=
+PIP_INDEX := $(if $(strip $(TORCH_INDEX)),--extra-index-url $(strip $(TORCH_INDEX)))
 comma := ,
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
@@ -11,7 +16,7 @@ venv: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[$(EXTRAS)]'
+	$(PY) -m pip install --quiet --disable-pip-version-check $(PIP_INDEX) -e '.[$(EXTRAS)]'
 	touch $@
 
 demo: $(STAMP)

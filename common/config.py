@@ -39,9 +39,12 @@ def load_config(cls: type[C], path: str | Path | None, overrides: Mapping[str, A
     if path is not None:
         where = str(path)
         try:
-            text = Path(path).read_text()
+            text = Path(path).read_text(encoding="utf-8")
         except OSError as exc:
             raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: expected a UTF-8 YAML file, got a byte {exc.object[exc.start]:#04x} "
+                              f"that is not UTF-8 at offset {exc.start}") from exc
         try:
             loaded = yaml.safe_load(text)
         except yaml.YAMLError as exc:

@@ -28,6 +28,7 @@
     ├── InternalError               a bug in semalign met one message (answered, logged with traceback)
     ├── TransportError              a link could not deliver (timeouts, closed sockets)
     │   └── Unreachable             no peer is connected; a send could not be queued
+    │       └── HandshakeRefused    the peer refused our CURVE handshake (key not allowed, wrong peer key)
     ├── RadioError                  the SDR front end failed (translated from pyadi-iio/libiio)
     │   ├── SampleOverflow          TX samples exceed the DAC full scale (rejected, never wrapped)
     │   ├── RadioUnreachable        the radio stayed unreachable for the whole reconnect window
@@ -182,6 +183,13 @@ class Unreachable(TransportError):
     """No peer is connected, so a send could not be queued."""
 
     code = "unreachable"
+
+
+class HandshakeRefused(Unreachable):
+    """The peer answered, but refused our CURVE handshake: our key is not in its allow-list, or
+    the peer key we hold is not its key. Told apart from a wrong address by zmq's socket monitor."""
+
+    code = "handshake_refused"
 
 
 class RadioError(SemalignError):

@@ -1,6 +1,8 @@
 """Per-batch metrics: one JSON object per line, appended and flushed as each batch completes.
 
 Both daemons and the demo write this format; NaN is written as null so the file is strict JSON.
+A record is also shown as one aligned row (``format_row``): the demo's table and the daemons'
+batch log line on a terminal.
 """
 
 from __future__ import annotations
@@ -55,3 +57,40 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             continue
     return records
+
+
+#: The row's columns: (record key, format of its cell); headings in the same order.
+COLUMNS = (
+    ("batch", "{:>5}"), ("modulation", "{:>10}"), ("alpha", "{:>5}"), ("b_max", "{:>8}"),
+    ("n_train", "{:>7}"), ("payload_bytes", "{:>9}"), ("accuracy", "{:>8}"),
+    ("latency_comm_s", "{:>9}"), ("latency_finetune_s", "{:>9}"), ("latency_classify_s", "{:>9}"),
+    ("latency_e2e_s", "{:>9}"), ("shift", "{:>10}"), ("gate", "{:>6}"), ("align_action", "{:>8}"),
+)
+HEADINGS = ("batch", "mod", "alpha", "B_max", "N", "bytes", "acc", "comm s", "tune s", "class s", "e2e s",
+            "shift", "gate", "align")
+SIM_COLUMNS = (("snr_db", "{:>6}"), ("frames_lost", "{:>6}"), ("vectors_lost", "{:>6}"))
+SIM_HEADINGS = ("SNR dB", "fr.lost", "v.lost")
+
+
+def _cell(key: str, value: Any) -> str:
+    if value is None:
+        return "-"
+    if key == "accuracy":
+        return f"{value:.3f}"
+    if key == "snr_db":
+        return f"{value:.1f}"
+    if key == "gate":
+        return f"{value:.3f}"
+    if key.startswith("latency"):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def format_row(record: dict[str, Any], sim: bool = False) -> str:
+    columns = COLUMNS + SIM_COLUMNS if sim else COLUMNS
+    return " ".join(fmt.format(_cell(key, record.get(key))) for key, fmt in columns)
+
+
+def format_header(sim: bool = False) -> str:
+    columns, headings = (COLUMNS + SIM_COLUMNS, HEADINGS + SIM_HEADINGS) if sim else (COLUMNS, HEADINGS)
+    return " ".join(fmt.format(h) for (_, fmt), h in zip(columns, headings, strict=True))

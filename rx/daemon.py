@@ -94,8 +94,8 @@ class RxDaemon:
             if handled.record is not None:
                 self.metrics.write(handled.record)
                 self.telemetry.record(handled.record, constellation=handled.constellation)
-                log.info("batch", comm=handled.comm,
-                         **{k: v for k, v in handled.record.items() if k not in ("t_a_ns", "t_b_ns", "rx_done_ns")})
+                # Every figure: one row on a TTY, all of it in JSON off one (common.log).
+                log.info("batch", comm=handled.comm, **handled.record)
             if handled.error is not None:
                 self.telemetry.event("rejected", code=handled.error.code, batch=handled.error.batch_id,
                                      detail=str(handled.error))

@@ -13,6 +13,10 @@ import msgpack
 from common.errors import ConfigError, EnvelopeError
 from common.wire.messages import MAX_META_BYTES, PROTOCOL
 
+#: The largest integer argument a request may carry (an alpha is a few hundred at most); larger
+#: ones are refused at both ends, before msgpack (which overflows past 64 bits) sees them.
+MAX_INT_ARG = 2**31 - 1
+
 COMMANDS = ("set-modulation", "set-alpha", "set-policy", "amc", "pause", "resume", "status",
             "set-shift", "clear-shift", "set-value-type", "reset-adapter")
 
@@ -21,6 +25,10 @@ COMMANDS = ("set-modulation", "set-alpha", "set-policy", "amc", "pause", "resume
 class ControlRequest:
     cmd: str
     arg: str | int | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.arg, int) and not isinstance(self.arg, bool) and not -MAX_INT_ARG <= self.arg <= MAX_INT_ARG:
+            raise ConfigError(f"argument of {self.cmd} must be an integer within +-{MAX_INT_ARG}, got {self.arg}")
 
     def encode(self) -> bytes:
         out: bytes = msgpack.packb({"v": PROTOCOL, "cmd": self.cmd, "arg": self.arg}, use_bin_type=True)

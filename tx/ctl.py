@@ -14,42 +14,67 @@ from pathlib import Path
 from typing import Any
 
 from common.config import add_config_flags, flag_values, load_config
-from common.errors import TransportError
+from common.errors import ConfigError, HandshakeRefused, TransportError
 from common.transport.security import SecurityConfig, secure_client
 from common.wire.messages import MAX_META_BYTES
-from tx.control import COMMANDS, ControlRequest, decode_reply
+from tx.control import COMMANDS, MAX_INT_ARG, ControlRequest, decode_reply
 
 REQUEST_TIMEOUT_S = 3.0
 REQUEST_TRIES = 3
+#: How often a try looks at the handshake monitor while it waits for the reply.
+REFUSAL_CHECK_MS = 100
+
+#: Exit codes: TX answered no (1), bad arguments (2), no reply (3), TX refused our key (4).
+EXIT_NO_REPLY = 3
+EXIT_REFUSED = 4
 
 
 @dataclass(frozen=True)
 class CtlConfig:
-    """What ``semalign ctl --config FILE`` reads: where TX is and the operator's keys."""
+    """What ``semalign ctl --config FILE`` and ``semalign watch --config FILE`` read: where TX and
+    RX are and the operator's keys."""
 
     #: TX control endpoint.
     tx: str = "tcp://127.0.0.1:5556"
     #: CURVE keys (docs/security.md): key = the operator's secret certificate, peer = TX's public one.
     security: SecurityConfig = field(default_factory=SecurityConfig)
+    #: TX's monitor endpoint (its `monitor:` key), for `semalign watch`.
+    tx_monitor: str | None = None
+    #: RX's monitor endpoint, for `semalign watch`.
+    rx_monitor: str | None = None
+    #: RX's public certificate: `semalign watch` meets RX's monitor with the operator's key and this.
+    rx_peer: str | None = None
 
 
 def request(endpoint: str, req: ControlRequest, *, timeout_s: float = REQUEST_TIMEOUT_S,
             tries: int = REQUEST_TRIES, security: SecurityConfig | None = None) -> dict[str, Any]:
-    """Send ``req`` to TX's control endpoint and return its decoded reply."""
+    """Send ``req`` to TX's control endpoint and return its decoded reply.
+
+    ``HandshakeRefused`` as soon as TX refuses our CURVE key (no point in trying again),
+    ``TransportError`` when no reply came in ``tries`` tries.
+    """
     import zmq  # here, not at the top: ``semalign ctl --help`` and argument errors stay light
 
-    from common.transport.zmq import make_socket
+    from common.transport.zmq import HandshakeWatch, make_socket
 
+    frame = req.encode()  # ConfigError for an argument that cannot travel, before any socket
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     for _ in range(tries):
         sock = make_socket(ctx, zmq.REQ, max_msg=2 * MAX_META_BYTES)
+        watch = None
         try:
-            secure_client(sock, security or SecurityConfig(), endpoint=endpoint)
+            if secure_client(sock, security or SecurityConfig(), endpoint=endpoint):
+                watch = HandshakeWatch(sock)
             sock.connect(endpoint)
-            sock.send(req.encode())
-            if sock.poll(int(timeout_s * 1000)):
-                return decode_reply(sock.recv())
+            sock.send(frame)
+            for _ in range(max(1, int(timeout_s * 1000) // REFUSAL_CHECK_MS)):
+                if sock.poll(REFUSAL_CHECK_MS):
+                    return decode_reply(sock.recv())
+                if watch is not None and (refused := watch.poll()) is not None:
+                    raise HandshakeRefused(f"{refused} ({endpoint})")
         finally:
+            if watch is not None:
+                watch.close()
             sock.close(0)
     raise TransportError(f"no reply from TX control endpoint {endpoint} after {tries} tries of {timeout_s:g} s")
 
@@ -85,14 +110,23 @@ def main(argv: list[str] | None = None) -> int:
             arg = int(args.arg)
         except ValueError:
             parser.error(f"set-alpha expects an integer, got {args.arg!r}")
+        if not 1 <= arg <= MAX_INT_ARG:
+            parser.error(f"set-alpha expects an alpha in 1..{MAX_INT_ARG} (TX checks it against its bundle), "
+                         f"got {args.arg}")
     if args.command in ("set-modulation", "set-alpha", "set-policy", "amc", "set-shift", "set-value-type") \
             and arg is None:
         parser.error(f"{args.command} needs an argument")
     try:
         reply = request(config.tx, ControlRequest(args.command, arg), timeout_s=args.timeout,
                         security=config.security)
+    except HandshakeRefused as exc:
+        print(f"semalign ctl: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
     except TransportError as exc:
         print(f"semalign ctl: {exc}", file=sys.stderr)
-        return 3
+        return EXIT_NO_REPLY
+    except ConfigError as exc:
+        print(f"semalign ctl: {exc}", file=sys.stderr)
+        return 2
     print(json.dumps(reply, indent=2, default=str) if args.json else format_reply(reply))
     return 0 if reply["ok"] else 1

@@ -23,6 +23,7 @@ from common.errors import (
     BudgetError,
     ConfigError,
     EnvelopeError,
+    HandshakeRefused,
     InternalError,
     JournalError,
     RadioError,
@@ -50,7 +51,7 @@ from common.timesync import (
 from common.timesync.offset import OffsetTracker
 from common.transport.base import BearerSettings, open_bearer
 from common.transport.security import secure_server
-from common.transport.zmq import Context, DealerWire, make_socket
+from common.transport.zmq import Context, DealerWire, bind_endpoint, make_socket
 from common.wire import messages
 from common.wire.payload import ValueType
 from tx.batches import Batch, BatchBuilder
@@ -127,6 +128,10 @@ class TxDaemon:
         self._hello_due = 0
         self._next_build_ns = 0
         self._last_unreachable_log = 0
+        #: Since when RX has been reported unreachable (monotonic ns), 0: it is not.
+        self._unreachable_since = 0
+        #: RX refused our handshake since it was last heard from (logged once at once, then rarely).
+        self._refused = False
         ctx = ctx or zmq.Context.instance()
         self.wire = DealerWire(ctx, config.endpoint, config.security)
         # ROUTER rather than REP: it answers each request whatever came before (a REP that
@@ -135,7 +140,7 @@ class TxDaemon:
         try:
             self.control_guard = secure_server(self.control, config.security, endpoint=config.control,
                                                domain="control")
-            self.control.bind(config.control)
+            bind_endpoint(self.control, config.control, "control")
         except BaseException:
             self.control.close(0)
             self.wire.close()
@@ -206,6 +211,8 @@ class TxDaemon:
 
     def _finish(self, stop: StopFlag) -> int:
         summary = self.status()
+        self.telemetry.event("stopped", finished=self.finished(), fatal=self.fatal, signal=stop.signal,
+                             acked=summary["acked"], lost=summary["lost"], unacknowledged=len(self.inflight))
         if self.fatal:
             log.error("tx_fatal", reason=self.fatal, **summary)
             return EXIT_FATAL
@@ -227,16 +234,38 @@ class TxDaemon:
         self._hello_due = now + int(HELLO_RETRY_S * NS_PER_S)
         try:
             self.wire.send([messages.Hello(bundle=self.bundle.hash, role="tx").encode()])
-        except Unreachable:
-            self._log_unreachable(now)
+        except Unreachable as exc:
+            self._log_unreachable(now, exc)
 
     def _send_probe(self, probe: ClockProbe) -> None:
         self.wire.send([messages.encode_clock(messages.KIND_CLOCK_PROBE, probe.to_dict())])
 
-    def _log_unreachable(self, now: int) -> None:
-        if now - self._last_unreachable_log > UNREACHABLE_LOG_S * NS_PER_S:
-            self._last_unreachable_log = now
-            log.warning("rx_unreachable", endpoint=self.config.endpoint, unacknowledged=len(self.inflight))
+    def _log_unreachable(self, now: int, exc: Unreachable | None = None) -> None:
+        refused = isinstance(exc, HandshakeRefused)
+        if not (refused and not self._refused) and now - self._last_unreachable_log <= UNREACHABLE_LOG_S * NS_PER_S:
+            return
+        self._last_unreachable_log = now
+        self._unreachable_since = self._unreachable_since or now  # only what was logged is "back"
+        if refused:
+            # Not a network fault: waiting will not help until RX allows our key, and zmq
+            # stops retrying a refused handshake, so a fresh socket tries again each time.
+            self._refused = True
+            log.error("rx_refused", endpoint=self.config.endpoint, detail=str(exc),
+                      unacknowledged=len(self.inflight))
+            self.telemetry.event("rx_refused", endpoint=self.config.endpoint, detail=str(exc),
+                                 unacknowledged=len(self.inflight))
+            self._rebuild()
+            return
+        log.warning("rx_unreachable", endpoint=self.config.endpoint, unacknowledged=len(self.inflight))
+        self.telemetry.event("rx_unreachable", endpoint=self.config.endpoint, unacknowledged=len(self.inflight))
+
+    def _rx_back(self, now: int) -> None:
+        """A reply arrived: if RX had been reported unreachable, say once that it is back."""
+        if self._unreachable_since:
+            log.info("rx_back", endpoint=self.config.endpoint,
+                     unreachable_s=round((now - self._unreachable_since) / NS_PER_S, 3))
+            self._unreachable_since = 0
+            self._refused = False
 
     # -- batches -------------------------------------------------------------------------
 
@@ -280,10 +309,10 @@ class TxDaemon:
                                     entry_labels(pending.batch.test_labels), base_record(pending)))
         try:
             sent = self.bearer.send(self.wire, self.inflight.next_envelope(pending), pending.batch.payload)
-        except Unreachable:
+        except Unreachable as exc:
             # Nothing left TX (no peer connected yet): retried soon, no attempt used, no rebuild.
             self.inflight.unreachable(pending, now)
-            self._log_unreachable(now)
+            self._log_unreachable(now, exc)
             return
         self.inflight.sent(pending, sent.envelope, sent.wire_bytes, now)
         self.counters["sends"] += 1
@@ -409,6 +438,7 @@ class TxDaemon:
     def _drain_replies(self) -> None:
         while (frames := self.wire.recv()) is not None:
             received_ns = realtime_ns()  # t4 of a clock exchange
+            self._rx_back(monotonic_ns())
             try:
                 if len(frames) != 1:
                     raise EnvelopeError(f"expected a 1-frame reply, got {len(frames)}")
@@ -498,7 +528,7 @@ class TxDaemon:
         self.counters["acked"] += 1
         self.metrics.write(record)
         self.telemetry.record(record)
-        log.info("batch", **{k: v for k, v in record.items() if k not in ("t_a_ns", "t_b_ns")})
+        log.info("batch", **record)  # every figure: one row on a TTY, all of it in JSON off one
         if self.amc is not None and report.snr_db is not None:
             self._adapt_link(report.snr_db, report.batch_id)
 

@@ -9,7 +9,6 @@ split, shifted and encoded as TX would. Cells run in joblib processes, or on a D
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import statistics
@@ -25,10 +24,11 @@ import torch
 import zmq
 from threadpoolctl import threadpool_limits
 
-from common.bench.paper import LoopbackLink, int_list, sources
+from common.bench.flags import POLICIES, align_parser
+from common.bench.paper import LoopbackLink, sources
 from common.bench.report import machine, mean_std, write_csv
 from common.config import build
-from common.data.spec import DATASET_NAMES, Dataset, load_dataset
+from common.data.spec import Dataset, load_dataset
 from common.errors import BenchError
 from common.link.budget import byte_budget, dataset_link, n_max
 from common.link.plan import LinkPlan
@@ -41,13 +41,11 @@ from common.wire import payload as wire
 from rx.pipeline import Receiver
 from tx.shift import Shift
 
-POLICIES = ("none", "reset", "reset-strong", "continual", "bank", "auto", "e2e")
 #: e2e retrains from scratch on every batch, so its accuracy does not depend on the batch
 #: index; it runs on this many batches of each stream only (its cost dominates otherwise).
 E2E_BATCHES = 2
 COLUMNS = ("scenario", "policy", "seed", "batch", "alpha", "shift", "value_type", "n_train", "accuracy",
            "finetune_s", "gate", "action", "holdout_gain", "split")
-DEFAULT_BANK = (150, 100, 60, 40, 20, 10)
 
 
 @dataclass(frozen=True)
@@ -79,13 +77,6 @@ class Scenario:
         return scenario
 
 
-#: The full matrix the issue asks for: clean at the paper's alphas and low alphas, each shift
-#: family at alpha 100 and 40, and the value types at alpha 40.
-FULL_SCENARIOS = (
-    *(f"{a}" for a in (150, 100, 60, 40, 20, 10, 5)),
-    *(f"{a}/{s}" for s in ("rotate:40", "invert", "noise:0.3", "blur:1", "scale:0.8") for a in (100, 40)),
-    "40//float16", "40//int8", "40/rotate:40/int8",
-)
 
 
 @dataclass(frozen=True)
@@ -427,32 +418,7 @@ def int4_probe(bundle: Bundle, dataset: Dataset, alpha: int, shifts: Sequence[st
 
 
 def align_main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="semalign bench align", description=__doc__)
-    p.add_argument("--dataset", default="digits", choices=DATASET_NAMES)
-    p.add_argument("--data-dir")
-    p.add_argument("--bundle", type=Path, help="bundle directory (default: the cache's, built with a bank)")
-    p.add_argument("--bank", type=int_list, default=DEFAULT_BANK,
-                   help="bank alphas the bundle must hold (built on first use)")
-    p.add_argument("--scenarios", default=",".join(FULL_SCENARIOS),
-                   help="comma-separated ALPHA[/SHIFT[/VALUE_TYPE]] (default: the full matrix)")
-    p.add_argument("--policies", default=",".join(POLICIES))
-    p.add_argument("--seeds", type=int_list, default=(0, 1, 2))
-    p.add_argument("--batches", type=int, default=10)
-    p.add_argument("--split", choices=("test", "validation"), default="test",
-                   help="score on the test stream, or tune on the pool's validation half")
-    p.add_argument("--eval-images", type=int, help="score on the first N evaluation images only")
-    p.add_argument("--adapt-set", default="", metavar="'NAME=V ...'",
-                   help="override AdaptConfig fields for every policy (tune with --split validation)")
-    p.add_argument("--jobs", type=int, default=2, help="joblib processes")
-    p.add_argument("--dask", metavar="SCHEDULER", help="run the cells on this Dask scheduler instead")
-    p.add_argument("--out", type=Path, default=Path("results/align"))
-    p.add_argument("--bank-starts", type=int_list, metavar="ALPHAS",
-                   help="instead of streams: the bank's nearest and blended starts at these alphas, "
-                        "no fine-tuning, scored on --split")
-    p.add_argument("--int4-probe", type=int, metavar="ALPHA",
-                   help="instead of streams: the base's accuracy at ALPHA with float32, int8 and 4-bit "
-                        "values at several clips, clean and rotated 40 deg, scored on --split")
-    args = p.parse_args(argv)
+    args = align_parser().parse_args(argv)
     scenarios = [Scenario.parse(s) for s in args.scenarios.split(",") if s]
     policies = [s for s in args.policies.split(",") if s]
     overrides = parse_overrides(args.adapt_set)

@@ -22,8 +22,6 @@ from common.errors import ConfigError
 from common.modulation import Modulation
 from common.phy.channel import Channel, ChannelConfig
 from common.phy.config import PhyConfig
-from common.phy.demodulator import Demodulator
-from common.phy.modulator import Modulator
 
 #: Throughput goal for modulate + demodulate on one core, in samples per second.
 GOAL_SAMPLES_PER_S = 4e6
@@ -75,6 +73,9 @@ def _best_of(repeat: int, fn: Callable[[], object]) -> float:
 def _throughput(
     config: PhyConfig, modulations: list[Modulation], payload_bytes: int, repeat: int, seed: int
 ) -> list[dict[str, Any]]:
+    from common.phy.demodulator import Demodulator  # scipy: not for --help
+    from common.phy.modulator import Modulator
+
     rng = np.random.default_rng(seed)
     payload = rng.integers(0, 256, payload_bytes, dtype=np.uint8).tobytes()
     tx, rx = Modulator(config), Demodulator(config)
@@ -112,6 +113,9 @@ def _goodput(
     fading: str,
     seed: int,
 ) -> list[dict[str, Any]]:
+    from common.phy.demodulator import Demodulator  # scipy: not for --help
+    from common.phy.modulator import Modulator
+
     rng = np.random.default_rng(seed)
     payload = rng.integers(0, 256, payload_bytes, dtype=np.uint8).tobytes()
     reference = np.frombuffer(payload, dtype=np.uint8)

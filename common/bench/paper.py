@@ -21,9 +21,9 @@ import numpy.typing as npt
 import torch
 import zmq
 
+from common.bench.flags import METHODS, paper_parser
 from common.bench.report import (
     CURVE_COLUMNS,
-    METHODS,
     PAPER_COLUMNS,
     TARGET_COLUMNS,
     format_table,
@@ -36,7 +36,7 @@ from common.bench.report import (
     write_csv,
 )
 from common.clock import realtime_ns
-from common.data.spec import DATASET_NAMES, Dataset, Split, get_spec, load_dataset
+from common.data.spec import Dataset, Split, get_spec, load_dataset
 from common.errors import BenchError, ConfigError, TransportError, Unreachable
 from common.link import budget
 from common.link.plan import LinkPlan
@@ -59,9 +59,6 @@ from tx.batches import BatchBuilder
 
 #: The paper's sweep: alpha = 150, 140, ..., 40 at 64QAM.
 DEFAULT_ALPHAS: tuple[int, ...] = tuple(range(150, 39, -10))
-DEFAULT_MODULATION = "64qam"
-#: Epoch budgets of the time-to-accuracy runs (each a separate fit from the frozen base).
-CURVE_EPOCHS: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
 #: How long the TX side of the loopback link waits for RX's report.
 LINK_TIMEOUT_S = 300.0
 POLL_MS = 50
@@ -213,28 +210,6 @@ class Sent:
 
 
 # -- options -----------------------------------------------------------------------------
-
-
-def int_list(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.replace(" ", "").split(",") if v)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not values:
-        raise argparse.ArgumentTypeError("expected at least one integer")
-    return values
-
-
-def add_adapt_flags(p: argparse.ArgumentParser) -> None:
-    """Flags overriding ``AdaptConfig`` defaults (the ``adapt`` section of rx.yaml)."""
-    g = p.add_argument_group("adaptation (defaults: common.ml.adapt.AdaptConfig)")
-    g.add_argument("--rank", type=int)
-    g.add_argument("--lora-alpha", type=float)
-    g.add_argument("--epochs", type=int, help="LoRA epochs")
-    g.add_argument("--lr", type=float, help="LoRA learning rate")
-    g.add_argument("--batch-size", type=int)
-    g.add_argument("--e2e-epochs", type=int)
-    g.add_argument("--e2e-lr", type=float)
 
 
 def adapt_config(args: argparse.Namespace) -> AdaptConfig:
@@ -400,37 +375,6 @@ def _curve(
 # -- command line ------------------------------------------------------------------------
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="semalign bench paper",
-        description="Reproduce the paper's accuracy and latency vs PCA dimension (Figures 3 and 4).",
-    )
-    p.add_argument("--dataset", default="mnist", choices=DATASET_NAMES)
-    p.add_argument("--data-dir", type=Path, help="directory with the IDX files (mnist, fashion-mnist)")
-    p.add_argument("--bundle", type=Path, help="bundle directory (default: cache dir; built if absent)")
-    p.add_argument("--out", type=Path, required=True, help="directory for paper.csv, curves.csv and plots")
-    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (sample draws and adapter init)")
-    p.add_argument("--alphas", type=int_list, help="comma-separated alphas (default 150,140,...,40)")
-    p.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of none,lora,e2e")
-    p.add_argument("--modulation", default=DEFAULT_MODULATION)
-    p.add_argument("--t", type=int, help="test vectors per batch (default: the dataset spec's)")
-    p.add_argument("--symbols-per-window", type=int)
-    p.add_argument("--code-rate", type=float)
-    p.add_argument("--b-max", type=int, help="byte budget; overrides the modulation's")
-    p.add_argument("--max-train", type=int, help="cap on training samples per batch (default: N_max)")
-    p.add_argument("--eval", dest="split", default="test", choices=("test", "validation"),
-                   help="score on the test stream, or on a validation half of the pool (for tuning)")
-    p.add_argument("--eval-images", type=int, help="score on the first N evaluation images (default: all)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads")
-    p.add_argument("--curve-seeds", type=int, default=1,
-                   help="seeds for which time-to-accuracy curves are measured (0: none)")
-    p.add_argument("--curve-epochs", type=int_list, default=CURVE_EPOCHS)
-    p.add_argument("--target-acc", type=float, default=0.95, help="fixed accuracy target of the time-to-target table")
-    p.add_argument("--no-plot", action="store_true")
-    add_adapt_flags(p)
-    return p
-
-
 def paper_plan_from_args(args: argparse.Namespace) -> PaperPlan:
     """The ``PaperPlan`` the command line asks for, validated; ``BudgetError`` if an alpha cannot fit."""
     link = budget.dataset_link(args.dataset)
@@ -460,7 +404,7 @@ def paper_plan_from_args(args: argparse.Namespace) -> PaperPlan:
 
 
 def paper_main(argv: list[str]) -> int:
-    args = parser().parse_args(argv)
+    args = paper_parser().parse_args(argv)
     plan = paper_plan_from_args(args)
     torch.set_num_threads(plan.threads)
     started = time.monotonic()

@@ -17,10 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from common.bench.flags import METHODS
 from common.ml.adapt import AdaptConfig
 
-#: The adaptation methods compared, in the order tables and plots show them.
-METHODS: tuple[str, ...] = ("none", "lora", "e2e")
 #: The paper's headline LoRA accuracy on MNIST.
 PAPER_ACCURACY = 0.976
 

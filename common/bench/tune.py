@@ -17,15 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from common.bench.paper import (
-    DEFAULT_MODULATION,
-    accuracy,
-    adapt_config,
-    add_adapt_flags,
-    int_list,
-    reconstruct,
-    sources,
-)
+from common.bench.flags import DEFAULT_MODULATION, add_adapt_flags, int_list
+from common.bench.paper import accuracy, adapt_config, reconstruct, sources
 from common.bench.report import mean_std, write_csv
 from common.data.spec import DATASET_NAMES, get_spec, load_dataset
 from common.errors import BenchError

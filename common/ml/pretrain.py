@@ -22,6 +22,7 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from common.data.spec import Dataset, load_dataset
+from common.errors import BundleError
 from common.ml.adapt import train_epochs
 from common.ml.bank import BankConfig, distill, encode_adapter
 from common.ml.bundle import (
@@ -118,12 +119,20 @@ def _pretrain(
 
 
 def build_bank(dataset: Dataset, codec: PCACodec, model: MLP, alphas: tuple[int, ...],
-               config: BankConfig | None = None) -> dict[int, bytes]:
-    """Distil one adapter per alpha on the (unlabelled) pre-training split; the bank files' bytes."""
+               config: BankConfig | None = None, *,
+               on_alpha: Callable[[int, int], None] | None = None) -> dict[int, bytes]:
+    """Distil one adapter per alpha on the (unlabelled) pre-training split; the bank files' bytes.
+
+    ``on_alpha(done, alpha)`` is called after each adapter (the slow part: progress).
+    """
     config = config or BankConfig()
+    bank: dict[int, bytes] = {}
     with fixed_threads():
-        return {alpha: encode_adapter(distill(model, codec, dataset.pretrain.x, alpha, config), config)
-                for alpha in alphas}
+        for alpha in alphas:
+            bank[alpha] = encode_adapter(distill(model, codec, dataset.pretrain.x, alpha, config), config)
+            if on_alpha is not None:
+                on_alpha(len(bank), alpha)
+    return bank
 
 
 def save_bundle(
@@ -192,7 +201,11 @@ def ensure_bundle(
     target = out if out is not None else default_bundle_dir(dataset)
     if (target / META_FILE).is_file():
         bundle = load_bundle(target)
-        if (bundle.meta.dataset == dataset and (dims is None or bundle.dims == dims)
+        if bundle.meta.dataset != dataset:
+            # Rebuilding a cache for what it lacks is fine; replacing another dataset's bundle is not.
+            raise BundleError(f"{target} holds a bundle of dataset {bundle.meta.dataset!r}, not {dataset!r}: "
+                              "pick another bundle directory, or delete that one to rebuild it")
+        if ((dims is None or bundle.dims == dims) and (dims is None or bundle.dims == dims)
                 and bundle.codec.scale is not None and set(bank) <= set(bundle.meta.bank)):
             return bundle
     base = pretrain_defaults(dataset)  # DatasetError naming the choices for an unknown one

@@ -13,7 +13,6 @@ from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
-from scipy.signal import oaconvolve
 
 from common.errors import ConfigError, SampleError
 from common.phy.contract import (
@@ -212,6 +211,10 @@ class Channel:
         power = float(np.mean(active.real**2 + active.imag**2)) if active.size else 0.0
 
         if self._delay_taps is not None:
+            # scipy costs 1.5 s to import: here, so the commands' --help and the profile
+            # parsers (SnrProfile, FADING_KINDS) do not pay it.
+            from scipy.signal import oaconvolve
+
             full = oaconvolve(x, self._delay_taps)
             x = full[_DELAY_HALF : _DELAY_HALF + x.size + 1]
         n = x.size

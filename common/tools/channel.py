@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import argparse
 from collections import Counter
+from typing import TYPE_CHECKING
 
 import numpy as np
 import zmq
 
 from common.errors import ProtocolError, SemalignError
 from common.log import configure, get_logger
-from common.phy import Channel, ChannelConfig, SnrProfile
 from common.runtime import StopFlag
 from common.transport.base import Transport
-from common.transport.zmq import make_socket
+from common.transport.zmq import bind_endpoint, make_socket
 from common.wire import messages
+
+if TYPE_CHECKING:
+    from common.phy import ChannelConfig, SnrProfile
 
 log = get_logger("semalign.channel")
 
@@ -33,9 +36,11 @@ class ChannelProcess:
                  *, ctx: zmq.Context[zmq.Socket[bytes]] | None = None) -> None:
         self._ctx = ctx or zmq.Context.instance()
         self.profile = profile
+        from common.phy import Channel
+
         self.channel = Channel(config)
         self.front = make_socket(self._ctx, zmq.ROUTER, max_msg=MAX_SAMPLE_BYTES + messages.MAX_META_BYTES)
-        self.front.bind(listen)
+        bind_endpoint(self.front, listen, "listen")
         self.back = make_socket(self._ctx, zmq.DEALER)
         self.back.connect(forward)
         self.listen = self.front.getsockopt_string(zmq.LAST_ENDPOINT)
@@ -111,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     configure(args.log_level)
     from pathlib import Path
+
+    from common.phy import ChannelConfig, SnrProfile
 
     profile = (SnrProfile.from_file(args.snr_profile) if Path(args.snr_profile).is_file()
                else SnrProfile.parse(args.snr_profile))

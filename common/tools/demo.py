@@ -18,47 +18,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common.data.spec import DATASET_NAMES
+from common.data.spec import DATASET_NAMES, get_spec
 from common.errors import TransportError
-from common.metrics import read_metrics
+from common.log import Progress
+from common.metrics import format_header, format_row, read_metrics
 from common.ml.bundle import default_bundle_dir
-from common.ml.pretrain import ensure_bundle
 from common.runtime import free_tcp_port, spawn_cli, stop_process
-
-COLUMNS = (
-    ("batch", "{:>5}"), ("modulation", "{:>10}"), ("alpha", "{:>5}"), ("b_max", "{:>8}"),
-    ("n_train", "{:>7}"), ("payload_bytes", "{:>9}"), ("accuracy", "{:>8}"),
-    ("latency_comm_s", "{:>9}"), ("latency_finetune_s", "{:>9}"), ("latency_classify_s", "{:>9}"),
-    ("latency_e2e_s", "{:>9}"), ("shift", "{:>10}"), ("gate", "{:>6}"), ("align_action", "{:>8}"),
-)
-HEADINGS = ("batch", "mod", "alpha", "B_max", "N", "bytes", "acc", "comm s", "tune s", "class s", "e2e s",
-            "shift", "gate", "align")
-SIM_COLUMNS = (("snr_db", "{:>6}"), ("frames_lost", "{:>6}"), ("vectors_lost", "{:>6}"))
-SIM_HEADINGS = ("SNR dB", "fr.lost", "v.lost")
-
-
-def _cell(key: str, value: Any) -> str:
-    if value is None:
-        return "-"
-    if key == "accuracy":
-        return f"{value:.3f}"
-    if key == "snr_db":
-        return f"{value:.1f}"
-    if key == "gate":
-        return f"{value:.3f}"
-    if key.startswith("latency"):
-        return f"{value:.4f}"
-    return str(value)
-
-
-def format_row(record: dict[str, Any], sim: bool = False) -> str:
-    columns = COLUMNS + SIM_COLUMNS if sim else COLUMNS
-    return " ".join(fmt.format(_cell(key, record.get(key))) for key, fmt in columns)
-
-
-def format_header(sim: bool = False) -> str:
-    columns, headings = (COLUMNS + SIM_COLUMNS, HEADINGS + SIM_HEADINGS) if sim else (COLUMNS, HEADINGS)
-    return " ".join(fmt.format(h) for (_, fmt), h in zip(columns, headings, strict=True))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,17 +58,15 @@ def main(argv: list[str] | None = None) -> int:
     if (args.transport == "pluto") != args.emulate:
         p.error("--emulate goes with --transport pluto (on one machine the Plutos are emulated)")
 
+    from common.ml.pretrain import ensure_bundle  # torch: after the arguments, so --help is instant
+
     bundle_dir = args.bundle or default_bundle_dir(args.dataset)
     print(f"bundle: {bundle_dir} (built on first use)", flush=True)
-    tty = sys.stderr.isatty()
-
-    def on_epoch(epoch: int, loss: float) -> None:
-        if tty:
-            print(f"\rpre-training epoch {epoch + 1}, loss {loss:.4f}", end="", file=sys.stderr, flush=True)
-
-    bundle = ensure_bundle(args.dataset, out=bundle_dir, data_dir=args.data_dir, on_epoch=on_epoch)
-    if tty:
-        print(file=sys.stderr)
+    # Minutes on MNIST the first time: a bar on a TTY, a line every 10 s off one.
+    epochs = Progress("pre-training epochs (first use)", get_spec(args.dataset).pretrain.epochs)
+    bundle = ensure_bundle(args.dataset, out=bundle_dir, data_dir=args.data_dir,
+                           on_epoch=lambda epoch, loss: epochs.update(epoch + 1, f"loss {loss:.4f}"))
+    epochs.close()
     print(f"bundle ready: dims={bundle.dims} held-out accuracy={bundle.meta.heldout_accuracy:.4f} "
           f"hash={bundle.hash[:12]}", flush=True)
 
@@ -143,11 +106,14 @@ def main(argv: list[str] | None = None) -> int:
                              "--fading", args.fading], workdir / "channel.log"))
         tx_extra = ["--transport", "sim", "--link-policy", "amc"]
         print(f"channel: {args.snr_profile!r}, fading {args.fading}; TX picks the modulation by AMC", flush=True)
+    logs = {id(proc): workdir / f"{name}.log" for proc, name in zip(procs, ("rx", *(
+        ["pluto-emu"] if args.emulate else []), *(["channel"] if args.transport == "sim" else [])), strict=True)}
     tx = spawn_cli(["tx", *common, *tx_extra, *tx_mon, "--endpoint", tx_ep, "--control", ctl_ep, "--modulation", "256qam",
                  "--batches", str(args.batches), "--max-inflight", "1", "--hello-timeout", "120",
                  # A short gap between batches leaves room for the live modulation switch.
                  "--interval", str(args.interval),
                  "--metrics-out", str(tx_metrics)], workdir / "tx.log")
+    logs[id(tx)] = workdir / "tx.log"
     print(f"RX pid {rx.pid} on {data_ep}; TX pid {tx.pid}, control {ctl_ep}; logs in {workdir}\n", flush=True)
     print(format_header(sim), flush=True)
 
@@ -197,7 +163,9 @@ def main(argv: list[str] | None = None) -> int:
             if tx.poll() is not None or (args.watch and watch.poll() is not None):
                 break
             if any(proc.poll() is not None for proc in procs):
-                print(f"a daemon exited early; see the logs in {workdir}", file=sys.stderr)
+                for proc in procs:
+                    if proc.poll() is not None:
+                        print(exit_note(logs[id(proc)], proc.returncode), file=sys.stderr)
                 break
             if time.monotonic() > deadline:
                 print(f"demo timed out after {args.timeout:g} s", file=sys.stderr)
@@ -209,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         tx_code = stop_process(tx)
         for proc in procs:
             stop_process(proc)
-    records = read_metrics(tx_metrics)
+    records = read_metrics(tx_metrics) if Path(tx_metrics).exists() else []  # none if a daemon failed at start
     for record in records[shown:]:
         print(format_row(record, sim), flush=True)
     ok = [r for r in records if r.get("status") == "ok"]
@@ -220,10 +188,26 @@ def main(argv: list[str] | None = None) -> int:
         acc = f"{correct / delivered:.4f}" if delivered else "-"
         print(f"\n{len(ok)}/{args.batches} batches acknowledged; accuracy {acc} over "
               f"{delivered} delivered test images; TX exit code {tx_code}")
+    if tx_code:
+        print(exit_note(workdir / "tx.log", tx_code), file=sys.stderr)
     if tx_code != 0 or len(ok) != args.batches:
         print(f"demo incomplete: see {workdir / 'tx.log'} and {workdir / 'rx.log'}", file=sys.stderr)
         return 1
     return 0
+
+
+def exit_note(log_path: Path, code: int | None) -> str:
+    """One line for a daemon that exited: its name, code and the last line of its log (the error).
+
+    The daemons log to files in the work directory; without this their real error (a missing
+    extra, a port in use) would stay there and the user would see only "exited early".
+    """
+    try:
+        lines = [line.strip() for line in log_path.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        lines = []
+    last = lines[-1] if lines else "(its log is empty)"
+    return f"{log_path.stem} exited with code {code}: {last}\n  (full log: {log_path})"
 
 
 def _wait_for_ports(ports: list[int], proc: Any, timeout_s: float = 20.0) -> None:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from common.errors import ConfigError
 from common.log import get_logger
+from common.transport.endpoint import check_endpoint
 
 if TYPE_CHECKING:
     import zmq
@@ -167,6 +168,7 @@ def secure_server(sock: zmq.Socket[Any], security: SecurityConfig, *, endpoint: 
     """
     import zmq
 
+    check_endpoint(endpoint, f"{domain} endpoint")
     if not security.enabled:
         _check_plain(security, endpoint, "binding")
         return None
@@ -203,6 +205,7 @@ def secure_client(sock: zmq.Socket[Any], security: SecurityConfig, *, endpoint: 
     """
     import zmq
 
+    check_endpoint(endpoint, "peer endpoint")
     if not security.enabled:
         _check_plain(security, endpoint, "connecting to")
         return False

@@ -247,3 +247,11 @@ def test_both_daemons_share_the_daemon_settings() -> None:
     for cls in (TxConfig, RxConfig):
         assert issubclass(cls, DaemonSettings) and shared <= {f.name for f in dataclasses.fields(cls)}
     assert TxConfig(metrics_out="m.jsonl", gpsd="off").metrics_out == "m.jsonl"
+
+
+def test_a_config_that_is_not_utf8_is_one_config_error(tmp_path: Path) -> None:
+    """Issue 16, defect 13: a Latin-1 file was a UnicodeDecodeError traceback."""
+    path = tmp_path / "tx.yaml"
+    path.write_bytes("endpoint: tcp://caf\xe9:5555\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"tx.yaml: expected a UTF-8 YAML file, got a byte 0xe9 .* offset 19"):
+        load_config(TxConfig, path)

@@ -52,6 +52,7 @@ def test_codes_are_unique_and_stable() -> None:
     assert errors.TimeSyncError.code == "timesync"
     assert errors.BenchError.code == "bench"
     assert errors.Unreachable.code == "unreachable"
+    assert errors.HandshakeRefused.code == "handshake_refused"
     assert errors.SampleError.code == "samples"
 
 
@@ -63,6 +64,8 @@ def test_codes_are_unique_and_stable() -> None:
         (errors.BadSyncMessage, errors.EnvelopeError),
         (errors.SampleOverflow, errors.RadioError),
         (errors.Unreachable, errors.TransportError),
+        # TX treats a refusal as an unreachable peer (retries, rebuilds) and says why.
+        (errors.HandshakeRefused, errors.Unreachable),
         (errors.TimeSyncError, errors.SemalignError),
         (errors.BenchError, errors.SemalignError),
     ],

@@ -23,7 +23,7 @@ def served_metrics() -> set[str]:
     """Every sample name a fresh exporter serves (histograms with _bucket, _sum, _count)."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    names = set()
+    names: set[str] = set()
     for family in text_string_to_metric_families(Exporter().exposition()):
         names.update(s.name for s in family.samples)
         # A labelled counter has no sample before its first increment; its name is still served.

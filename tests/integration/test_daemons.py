@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
+import json
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -97,6 +100,12 @@ def test_rx_absent_then_killed_and_restarted_loses_no_batch(digits_bundle_dir: P
     served_after_restart = {r["batch"] for r in metrics(tmp_path / "rx2.jsonl")}
     assert served_after_restart, "the restarted RX served nothing"
     assert "rx_unreachable" in tx.log_text() or "batch_resend" in tx.log_text()
+    # Issue 16, defect 18: TX says when RX came back, once per logged outage.
+    events = [json.loads(line)["event"] for line in tx.log_text().splitlines() if line.startswith("{")]
+    outages = [e for e in events if e in ("rx_unreachable", "rx_back")]
+    assert "rx_back" in outages, "TX never said RX came back"
+    assert all(a != b or a == "rx_unreachable" for a, b in itertools.pairwise(outages)), \
+        f"rx_back logged twice for one outage: {outages}"
 
 
 def test_bundle_mismatch_is_refused_with_clear_error(digits_bundle_dir: Path, tmp_path: Path) -> None:
@@ -124,8 +133,11 @@ def test_sigterm_shuts_down_cleanly(digits_bundle_dir: Path, tmp_path: Path, rol
     try:
         wait_for(lambda: len(metrics(tmp_path / "tx.jsonl")) >= 1, 60, "a first batch")
         victim = tx if role == "tx" else rx
+        started = time.monotonic()
         victim.proc.send_signal(signal.SIGTERM)
         assert victim.wait(20) == 0
+        # Issue 16, defect 18: RX took 2.5-18 s to exit after rx_stopped (the unit allows 20 s).
+        assert time.monotonic() - started < 5.0, f"{role} took {time.monotonic() - started:.1f} s to exit"
         assert f"{role}_stopped" in victim.log_text()
     finally:
         tx.stop()

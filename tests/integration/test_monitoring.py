@@ -3,6 +3,7 @@ stream carries records and events, and ``semalign watch`` in tmux shows and stee
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -117,9 +118,19 @@ def test_metrics_scrape_and_monitor_stream_match_the_metrics_files(digits_bundle
     assert {m.role for m in seen if m.topic == "status"} == {"tx", "rx"}
 
 
+#: A tmux server of these tests' own, so no other server's options or sessions touch ours.
+TMUX = ["tmux", "-L", f"semalign-test-{os.getpid()}", "-f", "/dev/null"]
+#: Without COLUMNS and LINES: when the test runner has them (80x24), the pane inherits them and
+#: the watcher believes them over the pane's real size.
+TMUX_ENV = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+
+
+def tmux(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*TMUX, *args], check=check, capture_output=True, text=True, timeout=10, env=TMUX_ENV)
+
+
 def capture(session: str) -> str:
-    return subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True,
-                          timeout=10).stdout
+    return tmux("capture-pane", "-p", "-t", session, check=False).stdout
 
 
 def batch_rows(screen: str, modulation: str) -> list[int]:
@@ -141,27 +152,64 @@ def test_watch_in_tmux_shows_the_link_and_a_key_changes_the_modulation(digits_bu
     session = f"semalign-watch-{free_tcp_port()}"
     command = (f"cd {ROOT} && PYTHONPATH={ROOT} {sys.executable} -m common.cli watch "
                f"--tx {eps['tx_mon']} --rx {eps['rx_mon']}")
-    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "160", "-y", "50", command],
-                   check=True, timeout=10)
+    tmux("new-session", "-d", "-s", session, "-x", "160", "-y", "50", command)
+    tmux("resize-window", "-t", session, "-x", "160", "-y", "50")  # pinned: window-size manual
     try:
         screen = wait_for(lambda: showing(capture(session), "256qam", 3), 60,
                           "the header and three batches at 256qam", interval=0.3)
         assert f"TX live at {eps['tx_mon']}" in screen and f"RX live at {eps['rx_mon']}" in screen
         assert "accuracy per batch" in screen and "comm / C / D per batch" in screen
-        subprocess.run(["tmux", "send-keys", "-t", session, "m"], check=True, timeout=10)
+        tmux("send-keys", "-t", session, "m")
         wait_for(lambda: "modulation for the next batch" in capture(session), 10, "the modulation picker")
-        subprocess.run(["tmux", "send-keys", "-t", session, "Up", "Enter"], check=True, timeout=10)
+        tmux("send-keys", "-t", session, "Up", "Enter")
         screen = wait_for(lambda: showing(capture(session), "64qam", 2), 60,
                           "the header and two batches at 64qam", interval=0.3)
         assert "applied from batch" in " ".join(screen.split())
         first_64 = min(batch_rows(screen, "64qam"))
         assert all(b < first_64 for b in batch_rows(screen, "256qam"))
-        subprocess.run(["tmux", "send-keys", "-t", session, "q"], check=True, timeout=10)
-        wait_for(lambda: subprocess.run(["tmux", "has-session", "-t", session], capture_output=True,
-                                        timeout=10).returncode != 0, 15, "watch to quit on q")
+        # Issue 16, defect 17: at 80x24 the compact layout keeps the plots, the table and its alignment columns.
+        tmux("resize-window", "-t", session, "-x", "80", "-y", "24")
+        small = wait_for(lambda: (s := capture(session)) and "mod: 64qam" in s and "action" in s and s, 20,
+                         "the compact layout", interval=0.3)
+        assert re.search(r"batch\s+mod\s+alpha\s+acc\s+comm ms\s+shift\s+gate\s+action", small)
+        assert "accuracy per batch" in small and "comm / C / D per batch" in small
+        assert re.search(r"^\s*\d+\s+64qam\s+30\s+[\d.]+", small, re.M)
+        assert all(len(line) <= 80 for line in small.splitlines())
+        tmux("send-keys", "-t", session, "q")
+        wait_for(lambda: tmux("has-session", "-t", session, check=False).returncode != 0, 15, "watch to quit on q")
     finally:
-        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True, timeout=10)
+        tmux("kill-server", check=False)
         tx.stop()
         rx.stop()
     rows = metrics(tmp_path / "tx.jsonl")
     assert any(r["modulation"] == "64qam" for r in rows) and rows[0]["modulation"] == "256qam"
+
+
+def test_tx_says_on_its_stream_when_rx_is_unreachable_and_when_it_stops(digits_bundle_dir: Path,
+                                                                        tmp_path: Path) -> None:
+    """Issue 16, defect 17: both were only in TX's log, never on the watcher's screen."""
+    data, tx_mon = ep(), ep()  # nothing listens at ``data``: no RX
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.setsockopt(zmq.SUBSCRIBE, b"event")
+    sub.connect(tx_mon)
+    tx = Daemon("tx", ["--dataset", "digits", "--bundle", str(digits_bundle_dir), "--endpoint", data,
+                       "--control", ep(), "--monitor", tx_mon, "--hello-timeout", "4"], tmp_path / "tx.log")
+    events: list[dict[str, object]] = []
+
+    def drain() -> bool:
+        while sub.poll(0):
+            events.append(MonitorMessage.decode(sub.recv_multipart()).data)
+        return any(e["name"] == "stopped" for e in events)
+
+    try:
+        wait_for(drain, 60, "TX's stopped event")
+    finally:
+        tx.stop()
+        sub.close(0)
+        ctx.term()
+    unreachable = [e for e in events if e["name"] == "rx_unreachable"]
+    assert unreachable and unreachable[0]["endpoint"] == data
+    (stopped,) = [e for e in events if e["name"] == "stopped"]
+    assert "no receiver answered" in str(stopped["fatal"]) and stopped["finished"] is False

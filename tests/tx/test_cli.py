@@ -72,7 +72,8 @@ def test_every_command_resolves() -> None:
 @pytest.mark.parametrize(
     ("argv", "code"),
     [(["--help"], 0), ([], 2), (["bogus"], 2), (["tx", "--help"], 0), (["bench", "--help"], 0),
-     (["pretrain", "--help"], 0), (["ctl", "--help"], 0)],
+     (["pretrain", "--help"], 0), (["ctl", "--help"], 0), (["--version"], 0), (["rx", "--help"], 0),
+     (["demo", "--help"], 0), (["clock", "--help"], 0), (["keygen", "--help"], 0), (["pluto-emu", "--help"], 0)],
 )
 def test_help_imports_no_torch_or_zmq(argv: list[str], code: int) -> None:
     script = (
@@ -83,3 +84,39 @@ def test_help_imports_no_torch_or_zmq(argv: list[str], code: int) -> None:
     )
     out = subprocess.run([sys.executable, "-c", script, *argv], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == f"{code} []"
+
+
+@pytest.mark.parametrize("argv", [[name, "--help"] for name in cli.COMMANDS if name != "bench"]
+                         + [["bench", name, "--help"] for name in cli.BENCH_SUITES])
+def test_every_commands_help_imports_no_torch_scipy_or_sklearn(argv: list[str]) -> None:
+    """Issue 16, defect 18: ``demo --help`` took up to 19 s importing torch first."""
+    script = (
+        "import sys\nfrom common.cli import main\n"
+        "try:\n    rc = main(sys.argv[1:])\nexcept SystemExit as exc:\n    rc = exc.code\n"
+        "heavy = sorted(m for m in ('torch', 'scipy', 'sklearn') if m in sys.modules)\n"
+        "print(rc, heavy)"
+    )
+    out = subprocess.run([sys.executable, "-c", script, *argv], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "0 []"
+
+
+def test_version_prints_the_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from importlib.metadata import version
+
+    assert cli.main(["--version"]) == 0
+    assert capsys.readouterr().out == f"semalign {version('semalign')}\n"
+
+
+def test_an_unknown_command_is_named_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["wacth", "--tx", "x"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("semalign: unknown command 'wacth' (commands: pretrain, tx,")
+
+
+def test_the_process_entry_point_freezes_the_heap_before_finalisation() -> None:
+    """Issue 16, defect 18: RX took 2.5-18 s to exit after rx_stopped, all of it in the
+    interpreter's last garbage collections over torch's, numpy's and scikit-learn's objects."""
+    script = ("import gc, sys\nsys.argv = ['semalign', '--version']\nfrom common.cli import main\n"
+              "main()\nprint(gc.get_freeze_count() > 0)")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "True"

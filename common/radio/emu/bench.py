@@ -18,7 +18,6 @@ import numpy as np
 from common.modulation import Modulation
 from common.radio.emu.air import Air, AirConfig
 from common.radio.emu.server import PlutoEmulator
-from common.radio.loopback import loopback
 from common.radio.pluto import PlutoConfig, PlutoRadio
 from common.runtime import free_tcp_port, spawn_cli, stop_process
 
@@ -26,6 +25,8 @@ from common.runtime import free_tcp_port, spawn_cli, stop_process
 def goodput(snr_db: float, payload_bytes: int, rate: int, seed: int) -> list[dict[str, float | str]]:
     rows: list[dict[str, float | str]] = []
     payload = np.random.default_rng(seed).integers(0, 256, payload_bytes, dtype=np.uint8).tobytes()
+    from common.radio.loopback import loopback  # the demodulator's scipy: not for --help
+
     with PlutoEmulator(Air(AirConfig(snr_db=snr_db, cfo=2e-4, timing_offset=0.3, seed=seed))) as emu, \
             PlutoRadio(PlutoConfig(uri=emu.uri, sample_rate_hz=rate, rf_bandwidth_hz=rate)) as radio:
         for i, modulation in enumerate(Modulation):

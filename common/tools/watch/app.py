@@ -2,6 +2,8 @@
 
 It polls its ``Source`` ten times a second (never blocking), redraws what changed, and sends
 control requests to TX from a worker thread so a slow or absent TX never freezes the screen.
+Below ``COMPACT_COLS`` x ``COMPACT_ROWS`` (an 80x24 terminal) it switches to a compact layout:
+one row of plots, the table's short columns, the events under the table.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from rich.text import Text
+from textual import events
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, Vertical
+from textual.containers import Grid, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
@@ -35,6 +38,28 @@ POLL_S = 0.1
 REDRAW_S = 0.25
 #: Rows of the batch table.
 TABLE_ROWS = 12
+#: Below this many columns or rows the screen takes the compact layout.
+COMPACT_COLS = 120
+COMPACT_ROWS = 40
+#: The batch table's columns: (heading, what fills it), wide and compact; SNR and frames lost
+#: only on a radio transport. The alignment columns (shift, gate, action) are in both.
+WIDE_COLUMNS = ("batch", "mod", "alpha", "N", "acc", "comm ms", "C ms", "D ms", "shift", "gate", "action", "status")
+#: On a radio transport SNR and frames lost take the place of C and D (those stay in their plot).
+WIDE_RADIO_COLUMNS = ("batch", "mod", "alpha", "N", "acc", "comm ms", "SNR dB", "fr.lost", "shift", "gate", "action",
+                      "status")
+#: Compact has no status column: a lost batch says "lost" in its accuracy cell.
+COMPACT_COLUMNS = ("batch", "mod", "alpha", "acc", "comm ms", "shift", "gate", "action")
+COMPACT_RADIO_COLUMNS = ("batch", "mod", "alpha", "acc", "comm ms", "SNR", "shift", "gate", "action")
+#: Characters of a shift spec or an alignment action in the table (compact, wide).
+COMPACT_TEXT = 9
+WIDE_TEXT = 16
+#: Header lines (groups of ``WatchState.header`` keys), and the compact header's shorter labels.
+WIDE_HEADER = (("modulation", "alpha", "B_max", "N_max", "value type"),
+               ("alpha policy", "alignment", "shift", "link"), ("transport", "clock sync"))
+COMPACT_HEADER = (("modulation", "alpha", "B_max", "N_max", "value type"),
+                  ("alpha policy", "alignment", "link", "transport"), ("shift", "clock sync"))
+COMPACT_LABELS = {"modulation": "mod", "value type": "type", "alpha policy": "policy", "alignment": "align",
+                  "clock sync": "sync"}
 #: Events drawn in the pane (newest first).
 EVENT_LINES = 30
 MODULATIONS = tuple(m.value for m in Modulation)
@@ -121,13 +146,22 @@ class WatchApp(App[None]):
         Binding("p", "pause", "pause/resume"),
         Binding("q", "quit", "quit"),
     ]
+    # The main screen's classes pick the layout: -compact (a small terminal) and -radio (a
+    # transport with SNR and a constellation; on zmq their panes would stay empty).
     DEFAULT_CSS = """
     #header { height: auto; padding: 0 1; background: $boost; }
-    .plots { height: 1fr; }
-    .plots PlotextPlot { width: 1fr; }
-    #bottom { height: 16; }
-    #batches { width: 3fr; }
-    #events { width: 2fr; height: 100%; border-left: solid $accent; padding: 0 1; overflow: hidden; }
+    #plots { height: 1fr; grid-size: 2 1; }
+    #plots PlotextPlot { height: 1fr; }
+    #snr, #constellation { display: none; }
+    Screen.-radio #plots { grid-size: 2 2; }
+    Screen.-radio #snr, Screen.-radio #constellation { display: block; }
+    #bottom { height: 16; grid-size: 2 1; grid-columns: 1fr 44; }
+    #events { height: 100%; border-left: solid $accent; padding: 0 1; overflow: hidden; }
+    Screen.-compact #plots { height: 9; grid-size: 2 1; }
+    Screen.-compact.-radio #latency, Screen.-compact.-radio #constellation { display: none; }
+    Screen.-compact #bottom { height: 1fr; grid-size: 1 2; grid-columns: 1fr; grid-rows: 1fr 4; }
+    Screen.-compact #batches { overflow-y: hidden; }
+    Screen.-compact #events { border-left: none; border-top: solid $accent; padding: 0 1; }
     """
 
     def __init__(self, source: Source, tx_endpoint: str, rx_endpoint: str | None = None, *,
@@ -142,17 +176,18 @@ class WatchApp(App[None]):
         self._drawn = -1
         self._shot_at: tuple[Path, float] | None = None
         self._last_draw = 0.0
+        #: (compact, radio) as last laid out; None before the first layout.
+        self._layout: tuple[bool, bool] | None = None
 
     # -- layout ----------------------------------------------------------------------
     def compose(self) -> ComposeResult:
         yield Static(id="header")
-        with Horizontal(classes="plots"):
+        with Grid(id="plots"):
             yield PlotextPlot(id="accuracy")
             yield PlotextPlot(id="latency")
-        with Horizontal(classes="plots"):
             yield PlotextPlot(id="snr")
             yield PlotextPlot(id="constellation")
-        with Horizontal(id="bottom"):
+        with Grid(id="bottom"):
             yield DataTable(id="batches", zebra_stripes=True, cursor_type="none")
             yield Static(id="events")
         yield Footer()
@@ -160,17 +195,44 @@ class WatchApp(App[None]):
     def on_mount(self) -> None:
         # Bound once: while the app shuts down the screen's widgets are being removed, and a
         # query from a poll tick that lands meanwhile would find none of them.
+        self._main = self.screen
         self._header = self.query_one("#header", Static)
         self._events = self.query_one("#events", Static)
         self._table = self.query_one("#batches", DataTable)
         self._plots = {name: self.query_one(f"#{name}", PlotextPlot)
                        for name in ("accuracy", "latency", "snr", "constellation")}
-        table = self._table
-        table.add_columns("batch", "mod", "alpha", "N", "acc", "comm ms", "C ms", "D ms", "SNR dB", "fr.lost", "status")
+        self._lay_out()
         self._draw(force=True)
         self.set_interval(POLL_S, self._poll)
         if self._shot_at is not None:
             self.set_timer(self._shot_at[1], self._shoot)
+
+    @property
+    def compact(self) -> bool:
+        return self.size.width < COMPACT_COLS or self.size.height < COMPACT_ROWS
+
+    def on_resize(self, event: events.Resize) -> None:
+        if self._layout is not None and self._header.is_attached:
+            self._lay_out()
+            self._draw(force=True)
+
+    def _lay_out(self) -> bool:
+        """Fit the panes to the terminal and the transport; whether anything changed."""
+        layout = (self.compact, self.state.radio())
+        if layout == self._layout:
+            return False
+        self._layout = layout
+        compact, radio = layout
+        self._main.set_class(compact, "-compact")
+        self._main.set_class(radio, "-radio")
+        columns: tuple[str, ...]
+        if compact:
+            columns = COMPACT_RADIO_COLUMNS if radio else COMPACT_COLUMNS
+        else:
+            columns = WIDE_RADIO_COLUMNS if radio else WIDE_COLUMNS
+        self._table.clear(columns=True)
+        self._table.add_columns(*columns)
+        return True
 
     # -- input -----------------------------------------------------------------------
     def _poll(self) -> None:
@@ -179,8 +241,11 @@ class WatchApp(App[None]):
         now = self.clock()
         for message in self.source.poll():
             self.state.apply(message, now)
+        self.state.refused(self.source.refusals(), now)
         stale = self.state.tick(now)
-        if self.state.version != self._drawn or stale:
+        if self._lay_out():
+            self._draw(force=True)
+        elif self.state.version != self._drawn or stale:
             self._draw()
 
     # -- drawing ---------------------------------------------------------------------
@@ -200,13 +265,20 @@ class WatchApp(App[None]):
         peers = [state.tx] + ([state.rx] if state.rx is not None else [])
         text = Text()
         for i, peer in enumerate(peers):
-            style = "bold green" if peer.alive(now) else "bold yellow"
-            text.append(("" if i == 0 else "   ") + peer.describe(now), style=style)
-        text.append("\n")
-        for i, (key, value) in enumerate(state.header().items()):
-            text.append(f"{key}: ", style="dim")
-            text.append(value, style="bold")
-            text.append("\n" if i in (4, 8) else "   ")
+            style = "bold red" if peer.refusal is not None else "bold green" if peer.alive(now) else "bold yellow"
+            if i:
+                text.append("\n" if peer.refusal or peers[0].refusal else "   ")
+            text.append(peer.describe(now), style=style)
+        compact = self.compact
+        header = state.header()
+        for line in COMPACT_HEADER if compact else WIDE_HEADER:
+            text.append("\n")
+            for i, key in enumerate(line):
+                label = COMPACT_LABELS.get(key, key) if compact else key
+                if i:
+                    text.append("  " if compact else "   ")
+                text.append(f"{label}: ", style="dim")
+                text.append(header[key], style="bold")
         self._header.update(text)
 
     def _draw_events(self) -> None:
@@ -219,18 +291,29 @@ class WatchApp(App[None]):
     def _draw_table(self) -> None:
         table = self._table
         table.clear()
+        compact, radio = self._layout or (False, False)
         rows = list(self.state.batches.items())[-TABLE_ROWS:]
         for batch, row in reversed(rows):
             rx_row = self.state.rx_batches.get(batch, {})
             snr = number(row.get("snr_db"))
             snr = snr if snr is not None else number(rx_row.get("snr_db"))
-            table.add_row(
-                str(batch), str(row.get("modulation", "-")), str(row.get("alpha", "-")),
-                str(row.get("n_train", "-")), _num(row.get("accuracy"), ".3f"),
-                _ms(row.get("latency_comm_s")), _ms(row.get("latency_finetune_s")),
-                _ms(row.get("latency_classify_s")), "-" if snr is None else f"{snr:.1f}",
-                str(row.get("frames_lost", "-")), str(row.get("status", "-")),
-            )
+            frames_lost = row.get("frames_lost", rx_row.get("frames_lost"))
+            shift, action = _text(row.get("shift")), _text(row.get("align_action", rx_row.get("align_action")))
+            gate = row.get("gate", rx_row.get("gate"))
+            status = _text(row.get("status"))
+            snr_cell = "-" if snr is None else f"{snr:.1f}"
+            if compact:
+                accuracy = "lost" if status == "lost" else _num(row.get("accuracy"), ".3f")
+                cells = [str(batch), _text(row.get("modulation")), _text(row.get("alpha")), accuracy,
+                         _ms(row.get("latency_comm_s")), *([snr_cell] if radio else []),
+                         _cut(shift, COMPACT_TEXT), _num(gate, "+.3f"), _cut(action, COMPACT_TEXT)]
+            else:
+                cells = [str(batch), _text(row.get("modulation")), _text(row.get("alpha")), _text(row.get("n_train")),
+                         _num(row.get("accuracy"), ".3f"), _ms(row.get("latency_comm_s")),
+                         *([snr_cell, _text(frames_lost)] if radio else
+                           [_ms(row.get("latency_finetune_s")), _ms(row.get("latency_classify_s"))]),
+                         _cut(shift, WIDE_TEXT), _num(gate, "+.3f"), _cut(action, WIDE_TEXT), status]
+            table.add_row(*cells)
 
     def _draw_plots(self) -> None:
         state = self.state
@@ -241,6 +324,7 @@ class WatchApp(App[None]):
         acc.title("accuracy per batch")
         if xs:
             acc.plot(xs, ys, marker="dot")
+            acc.xticks(_batch_ticks(xs))
             acc.ylim(0, 1)
         self._plots["accuracy"].refresh()
 
@@ -264,6 +348,7 @@ class WatchApp(App[None]):
         if sx:
             snr.title("SNR (dB) and frames lost")
             snr.plot(sx, sy, label="SNR dB", marker="dot")
+            snr.xticks(_batch_ticks(sx))
             if fx:
                 snr.bar(fx, fy, label="frames lost", yside="right")
         else:
@@ -286,31 +371,37 @@ class WatchApp(App[None]):
         return self.control_override or self.state.control_endpoint()
 
     def _request(self, cmd: str, arg: str | int | None) -> None:
+        """One key press, one event line: "sent", then the reply in its place (TX's echo of it
+        on the monitor stream is not shown again)."""
         endpoint = self._endpoint()
         what = f"ctl {cmd}" + ("" if arg is None else f" {arg}")
         if endpoint is None:
             self._event(Event(f"{what}: TX's control endpoint is not known yet (no status from TX)", "warning"))
             return
-        self._event(Event(f"{what} -> {endpoint}"))
+        line = self.state.add(f"{what} -> {endpoint}: sent")
+        self._draw_events()
 
         def send() -> None:
             try:
                 reply: dict[str, Any] | str = self.control(endpoint, cmd, arg)
             except SemalignError as exc:
                 reply = str(exc)
-            self.call_from_thread(self._on_reply, what, reply)
+            self.call_from_thread(self._on_reply, line, what, reply)
 
         self.run_worker(send, thread=True, group="control", exclusive=False)
 
-    def _on_reply(self, what: str, reply: dict[str, Any] | str) -> None:
+    def _on_reply(self, line: int, what: str, reply: dict[str, Any] | str) -> None:
         if isinstance(reply, str):
-            self._event(Event(f"{what} failed: {reply}", "error"))
-        elif reply.get("ok"):
-            plan = reply["plan"] if isinstance(reply.get("plan"), dict) else {}
-            self._event(Event(f"{what}: {reply.get('message', 'ok')} "
-                              f"(B_max={plan.get('b_max')} alpha={plan.get('alpha')} N_max={plan.get('n_max')})"))
+            self.state.replace(line, f"{what} failed: {reply}", "error")
         else:
-            self._event(Event(f"{what} refused: {reply.get('error')}", "error"))
+            self.state.own_reply(reply)
+            if reply.get("ok"):
+                plan = reply["plan"] if isinstance(reply.get("plan"), dict) else {}
+                self.state.replace(line, f"{what}: {reply.get('message', 'ok')} (B_max={plan.get('b_max')} "
+                                   f"alpha={plan.get('alpha')} N_max={plan.get('n_max')})")
+            else:
+                self.state.replace(line, f"{what} refused: {reply.get('error')}", "error")
+        self._draw_events()
 
     def _event(self, event: Event) -> None:
         self.state.add(event.text, event.level)
@@ -366,6 +457,20 @@ class WatchApp(App[None]):
 
     def on_unmount(self) -> None:
         self.source.close()
+
+
+def _batch_ticks(batches: list[int], most: int = 6) -> list[float]:
+    """Whole batch numbers for an x axis (plotext would label 0.0, 3.5, 7.0 ...)."""
+    step = max(1, -(-(batches[-1] - batches[0]) // (most - 1)))
+    return [float(b) for b in range(batches[0], batches[-1] + 1, step)]
+
+
+def _text(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:width - 1] + "…"
 
 
 def _num(value: Any, spec: str) -> str:

@@ -7,9 +7,10 @@ checked (a wrong type shows as "-", never as an exception).
 from __future__ import annotations
 
 import collections
+import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -17,12 +18,19 @@ import numpy.typing as npt
 from common.errors import MonitorError
 from common.telemetry.stream import MonitorMessage, number
 
+if TYPE_CHECKING:
+    from common.tools.watch.source import Refusal
+
 #: Batches kept for the plots and the table.
 HISTORY = 60
 #: Event lines kept.
 EVENTS = 200
 #: A daemon silent this long is shown as absent (it sends a status every second).
 STALE_S = 3.5
+#: Control replies remembered to tell TX's echo of this watcher's own request from another operator's.
+OWN_REPLIES = 16
+#: Transports with a radio (real or simulated): only these report SNR, frames lost and a constellation.
+RADIO_TRANSPORTS = ("sim", "pluto")
 
 
 def _text(value: Any) -> str:
@@ -43,12 +51,20 @@ class Peer:
     last_seq: int = 0
     restarts: int = 0
     status: dict[str, Any] = field(default_factory=dict)
+    #: Why the daemon refused this watcher's handshake (None: it did not), and when that was seen.
+    refusal: Refusal | None = None
+    refused_at_s: float = 0.0
 
     def alive(self, now_s: float) -> bool:
         return self.last_seen_s is not None and now_s - self.last_seen_s < STALE_S
 
     def describe(self, now_s: float) -> str:
         name = self.role.upper()
+        if self.refusal is not None:
+            retry = self.refusal.retry_s
+            when = ("" if retry is None
+                    else f"; trying again in {max(0.0, retry - (now_s - self.refused_at_s)):.0f} s")
+            return f"refused by {name} at {self.endpoint}: {self.refusal.reason}{when}"
         if self.last_seen_s is None:
             return f"waiting for {name} at {self.endpoint}"
         if not self.alive(now_s):
@@ -62,6 +78,8 @@ class Event:
 
     text: str
     level: str = "info"
+    #: Which line this is, so a request's line can take its reply's text in place.
+    ident: int = 0
 
 
 class WatchState:
@@ -76,6 +94,11 @@ class WatchState:
         self.constellation: tuple[int, str | None, npt.NDArray[np.complex64]] | None = None
         self.bad_messages = 0
         self.version = 0  # bumped on every change the screen should show
+        self._next_ident = 0
+        #: Replies to this watcher's requests, kept until TX's echo of each on the stream is met;
+        #: and the lines of echoes shown before the reply came (then taken back).
+        self._own: collections.deque[str] = collections.deque(maxlen=OWN_REPLIES)
+        self._echoes: collections.OrderedDict[str, int] = collections.OrderedDict()
 
     # -- input -----------------------------------------------------------------------
     def apply(self, msg: MonitorMessage, now_s: float) -> None:
@@ -107,9 +130,25 @@ class WatchState:
                                   modulation if isinstance(modulation, str) else None, points)
 
     def tick(self, now_s: float) -> bool:
-        """Whether liveness changed the picture (a daemon went silent)."""
-        return any(p is not None and p.last_seen_s is not None and not p.alive(now_s)
+        """Whether time changed the picture (a daemon went silent, a refusal's retry counts down)."""
+        return any(p is not None and ((p.last_seen_s is not None and not p.alive(now_s)) or p.refusal is not None)
                    for p in (self.tx, self.rx))
+
+    def refused(self, refusals: Mapping[str, Refusal], now_s: float) -> None:
+        """The source's refusals by endpoint: a new reason is an event, an admission too."""
+        for peer in (self.tx, self.rx):
+            if peer is None:
+                continue
+            refusal = refusals.get(peer.endpoint)
+            if refusal == peer.refusal:
+                continue
+            name = peer.role.upper()
+            if refusal is None:
+                self.add(f"{name} at {peer.endpoint} admitted this watcher")
+            elif peer.refusal is None or refusal.reason != peer.refusal.reason:
+                self.add(f"refused by {name} at {peer.endpoint}: {refusal.reason}", "error")
+            peer.refusal, peer.refused_at_s = refusal, now_s
+            self.version += 1
 
     def _record(self, role: str, data: dict[str, Any]) -> None:
         batch = data.get("batch")
@@ -128,11 +167,18 @@ class WatchState:
         name = data.get("name")
         who = role.upper()
         if name == "control":
+            echo = _fingerprint(data)
+            if echo in self._own:
+                self._own.remove(echo)  # this watcher's own request: its line is already there
+                return
             if data.get("ok"):
                 plan = _map(data.get("plan"))
                 self.add(f"{who} control: {_text(data.get('message'))}" + _plan_text(plan))
             else:
                 self.add(f"{who} control refused: {_text(data.get('error'))}", "warning")
+            self._echoes[echo] = self.events[-1].ident
+            while len(self._echoes) > OWN_REPLIES:
+                self._echoes.popitem(last=False)
         elif name == "resend":
             what = f"batch {data['batch']} attempt {_text(data.get('attempt'))}" if "batch" in data else _text(data.get("detail"))
             self.add(f"{who} resend: {what}", "warning")
@@ -144,12 +190,48 @@ class WatchState:
             self.add(f"{who} AMC: SNR {_fmt(number(data.get('snr_db')), '.1f')} dB after batch "
                      f"{_text(data.get('after_batch'))}: {_text(data.get('was'))} -> {_text(plan.get('modulation'))} "
                      f"from batch {_text(data.get('from_batch'))}" + _plan_text(plan))
+        elif name == "rx_unreachable":
+            self.add(f"{who}: RX unreachable at {_text(data.get('endpoint'))} "
+                     f"({_text(data.get('unacknowledged'))} batches unacknowledged)", "warning")
+        elif name == "stopped":
+            counts = (f"{_text(data.get('acked'))} batches acknowledged, {_text(data.get('lost'))} lost, "
+                      f"{_text(data.get('unacknowledged'))} unacknowledged")
+            if data.get("fatal"):
+                self.add(f"{who} stopped: {_text(data.get('fatal'))} ({counts})", "error")
+            elif data.get("finished"):
+                self.add(f"{who} finished: {counts}")
+            else:
+                signal = data.get("signal")
+                self.add(f"{who} stopped" + ("" if signal is None else f" (signal {_text(signal)})") + f": {counts}",
+                         "warning")
         else:
             self.add(f"{who} {_text(name)}: " + ", ".join(f"{k}={_text(v)}" for k, v in data.items() if k != "name"))
 
-    def add(self, text: str, level: str = "info") -> None:
-        self.events.append(Event(text, level))
+    def add(self, text: str, level: str = "info") -> int:
+        """Append an event line; returns its ident (for ``replace``)."""
+        self._next_ident += 1
+        self.events.append(Event(text, level, self._next_ident))
         self.version += 1
+        return self._next_ident
+
+    def replace(self, ident: int, text: str, level: str = "info") -> None:
+        """Give line ``ident`` a new text (a request's line its reply); appended if it fell off."""
+        for i, event in enumerate(self.events):
+            if event.ident == ident:
+                self.events[i] = replace(event, text=text, level=level)
+                self.version += 1
+                return
+        self.add(text, level)
+
+    def own_reply(self, reply: Mapping[str, Any]) -> None:
+        """This watcher's request was answered: TX's echo of it on the stream adds no second line."""
+        echo = _fingerprint(reply)
+        shown = self._echoes.pop(echo, None)
+        if shown is not None:  # the echo came first: its line goes, the request's line says it
+            self.events = collections.deque((e for e in self.events if e.ident != shown), maxlen=EVENTS)
+            self.version += 1
+        else:
+            self._own.append(echo)
 
     # -- output ----------------------------------------------------------------------
     def header(self) -> dict[str, str]:
@@ -195,6 +277,13 @@ class WatchState:
                 ys.append(value)
         return xs, ys
 
+    def radio(self) -> bool:
+        """Whether the link has a radio: SNR, frames lost and a constellation are to be expected."""
+        transport = self.tx.status.get("transport")
+        if transport is None and self.batches:
+            transport = next(reversed(self.batches.values())).get("transport")
+        return transport in RADIO_TRANSPORTS or self.constellation is not None
+
     def paused(self) -> bool:
         return bool(self.tx.status.get("paused"))
 
@@ -209,6 +298,11 @@ class WatchState:
             mon_host = self.tx.endpoint.partition("://")[2].rpartition(":")[0]
             return f"tcp://{mon_host}:{port}"
         return announced
+
+
+def _fingerprint(reply: Mapping[str, Any]) -> str:
+    """A control reply as a comparable string (the stream's echo carries the reply plus its name)."""
+    return json.dumps({k: v for k, v in reply.items() if k != "name"}, sort_keys=True, default=str)
 
 
 def _map(value: Any) -> Mapping[str, Any]:

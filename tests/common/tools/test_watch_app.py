@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import re
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -17,7 +19,7 @@ from textual.widgets import DataTable, Static
 
 from common.telemetry.stream import MonitorMessage, constellation_data
 from common.tools.watch.app import WatchApp
-from common.tools.watch.source import FakeSource
+from common.tools.watch.source import NOT_ALLOWED, FakeSource, Refusal
 
 TX, RX, CTL = "tcp://127.0.0.1:5557", "tcp://127.0.0.1:5558", "tcp://127.0.0.1:5556"
 PLAN_256 = {"modulation": "256qam", "alpha": 40, "b_max": 40000, "n_max": 193, "t": 50, "value_type": "float32"}
@@ -71,7 +73,8 @@ async def until(pilot: Pilot[None], condition: Callable[[], bool], what: str, ti
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def run(test: Callable[[WatchApp, Pilot[None]], Any], source: FakeSource, control: FakeTx) -> None:
+def run(test: Callable[[WatchApp, Pilot[None]], Any], source: FakeSource,
+        control: Callable[[str, str, Any], dict[str, Any]]) -> None:
     async def main() -> None:
         app = WatchApp(source, TX, RX, control=control)
         async with app.run_test(size=(160, 50)) as pilot:
@@ -201,3 +204,140 @@ def test_a_poll_tick_after_exit_draws_nothing_and_raises_nothing() -> None:
     source.push(record(9, 3, PLAN_256, 0.5))
     app._poll()
     assert app.state.version == version  # nothing applied, nothing drawn
+
+
+# -- small terminals, radio panes, one line per key press, refusals (issue 16, defect 17 and 11) ------------
+
+
+def screen_text(app: WatchApp) -> list[str]:
+    """The screen as the terminal shows it, one string per row."""
+    import io
+
+    from rich.console import Console
+
+    width, height = app.size
+    console = Console(width=width, height=height, file=io.StringIO(), record=True, legacy_windows=False)
+    console.print(app.screen._compositor.render_update(full=True))
+    return console.export_text().splitlines()[:height]
+
+
+def aligned_stream(transport: str, batches: int = 14) -> FakeSource:
+    source = FakeSource()
+    message = status(1, PLAN_256)
+    message.data["transport"] = transport
+    source.push(message)
+    for batch in range(batches):
+        row = record(batch + 2, batch, PLAN_256, 0.8 + 0.01 * batch)
+        row.data.update({"shift": "rotate:20+noise:0.1", "gate": -0.013, "align_action": "strong"})
+        if transport == "zmq":
+            row.data.update({"snr_db": None, "frames_lost": 0})
+        source.push(row)
+    return source
+
+
+def run_sized(test: Callable[[WatchApp, Pilot[None]], Any], source: FakeSource, size: tuple[int, int],
+              control: FakeTx | None = None) -> None:
+    async def main() -> None:
+        app = WatchApp(source, TX, RX, control=control or FakeTx())
+        async with app.run_test(size=size) as pilot:
+            await test(app, pilot)
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("transport", ["zmq", "sim"])
+def test_80x24_is_a_compact_layout_with_readable_plots_and_the_alignment_columns(transport: str) -> None:
+    async def check(app: WatchApp, pilot: Pilot[None]) -> None:
+        await until(pilot, lambda: app.query_one("#batches", DataTable).row_count == 12, "the table's rows")
+        await pilot.pause(0.3)
+        table = app.query_one("#batches", DataTable)
+        headings = [str(c.label) for c in table.columns.values()]
+        assert headings[-3:] == ["shift", "gate", "action"]
+        assert table.virtual_size.width <= table.region.width  # no column cut off or scrolled away
+        shown = [name for name in ("accuracy", "latency", "snr", "constellation") if app.query_one(f"#{name}").display]
+        # zmq has no radio: its SNR and constellation panes would stay empty, so they are not there.
+        assert shown == (["accuracy", "latency"] if transport == "zmq" else ["accuracy", "snr"])
+        for name in shown:
+            region = app.query_one(f"#{name}").region
+            assert region.height >= 8 and region.width >= 38, (name, region)
+        assert app.query_one("#events").region.height >= 3 and table.region.height >= 5
+        rows = screen_text(app)
+        text = "\n".join(rows)
+        assert "accuracy per batch" in text
+        assert ("comm / C / D per batch" in text) == (transport == "zmq")
+        assert re.search(r"^\s*13\s+256qam\s+40\s+0\.930\s+200\.0\s+(43\.0\s+)?rotate:2…\s+-0\.013\s+strong", text, re.M)
+        assert f"TX live at {TX}" in rows[0] and "mod: 256qam" in text and "transport: " + transport in text
+
+    run_sized(check, aligned_stream(transport), (80, 24))
+
+
+def test_a_wide_screen_shows_the_radio_panes_on_sim_only() -> None:
+    async def check(app: WatchApp, pilot: Pilot[None]) -> None:
+        await until(pilot, lambda: app.query_one("#batches", DataTable).row_count == 12, "the table's rows")
+        assert app.query_one("#snr").display and app.query_one("#constellation").display
+        table = app.query_one("#batches", DataTable)
+        headings = [str(c.label) for c in table.columns.values()]
+        assert "SNR dB" in headings and headings[-4:] == ["shift", "gate", "action", "status"]
+        assert table.virtual_size.width <= table.region.width
+
+    run_sized(check, aligned_stream("sim"), (160, 50))
+
+
+@pytest.mark.parametrize("echo_first", [True, False])
+def test_a_key_press_is_one_event_line(echo_first: bool) -> None:
+    source = stream()
+    reply = {"v": 1, "ok": True, "message": "set-modulation applied from batch 3", "effective_from_batch": 3,
+             "plan": PLAN_64}
+    echo = MonitorMessage("event", "tx", 50, 0, {"name": "control", **reply})
+
+    def control(endpoint: str, cmd: str, arg: Any) -> dict[str, Any]:
+        if echo_first:  # TX's echo on the monitor stream reaches the screen before the reply
+            source.push(echo)
+            for _ in range(100):
+                if not source.queue:
+                    break
+                time.sleep(0.02)
+        return dict(reply)
+
+    async def check(app: WatchApp, pilot: Pilot[None]) -> None:
+        await until(pilot, lambda: app.state.control_endpoint() == CTL, "TX's control endpoint")
+        await pilot.press("m")
+        await pilot.pause(0.1)
+        await pilot.press("up", "enter")
+        await until(pilot, lambda: "applied from batch 3" in events_of(app), "the reply")
+        if not echo_first:
+            source.push(echo)
+            await until(pilot, lambda: not source.queue, "the echo to be read")
+        await pilot.pause(0.3)
+        lines = [e.text for e in app.state.events]
+        assert lines == ["ctl set-modulation 64qam: set-modulation applied from batch 3 "
+                         "(B_max=30000 alpha=30 N_max=191)"]
+
+    run(check, source, control)
+
+
+def test_another_operators_control_change_still_shows() -> None:
+    source = stream()
+    source.push(MonitorMessage("event", "tx", 50, 0, {"name": "control", "v": 1, "ok": True,
+                                                      "message": "set-alpha applied from batch 4", "plan": PLAN_64}))
+
+    async def check(app: WatchApp, pilot: Pilot[None]) -> None:
+        await until(pilot, lambda: "TX control: set-alpha applied from batch 4" in events_of(app), "the change")
+
+    run(check, source, FakeTx())
+
+
+def test_a_refusal_is_on_screen_until_the_daemon_admits_the_key() -> None:
+    source = stream()
+    source.refused[RX] = Refusal(NOT_ALLOWED, 4.0)
+
+    async def check(app: WatchApp, pilot: Pilot[None]) -> None:
+        reason = f"refused by RX at {RX}: your key is not in its monitor allow-list (or wrong peer key)"
+        await until(pilot, lambda: reason in " ".join(text_of(app, "#header").split()), "the refusal in the header")
+        assert reason in events_of(app)
+        source.refused.clear()
+        await until(pilot, lambda: f"RX at {RX} admitted this watcher" in events_of(app), "the admission")
+        await until(pilot, lambda: f"RX live at {RX}" in text_of(app, "#header") or
+                    f"waiting for RX at {RX}" in text_of(app, "#header"), "the refusal gone from the header")
+
+    run_sized(check, source, (80, 24))

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from common.telemetry.stream import MonitorMessage, constellation_data
+from common.tools.watch.source import NOT_ALLOWED, Refusal
 from common.tools.watch.state import HISTORY, STALE_S, WatchState
 
 TX, RX = "tcp://10.0.0.1:5557", "tcp://10.0.0.2:5558"
@@ -50,6 +51,15 @@ def test_header_from_status_and_rows() -> None:
           "plan": {"modulation": "64qam", "b_max": 30000, "alpha": 30, "n_max": 191}},
          "TX AMC: SNR 29.9 dB after batch 4: 256qam -> 64qam from batch 5 (B_max=30000 alpha=30 N_max=191)", "info"),
         ({"name": "something", "x": 1}, "TX something: x=1", "info"),
+        ({"name": "rx_unreachable", "endpoint": "tcp://10.0.0.2:5555", "unacknowledged": 2},
+         "TX: RX unreachable at tcp://10.0.0.2:5555 (2 batches unacknowledged)", "warning"),
+        ({"name": "stopped", "finished": True, "fatal": None, "signal": None, "acked": 8, "lost": 0,
+          "unacknowledged": 0}, "TX finished: 8 batches acknowledged, 0 lost, 0 unacknowledged", "info"),
+        ({"name": "stopped", "finished": False, "fatal": "no receiver answered", "acked": 0, "lost": 0,
+          "unacknowledged": 1},
+         "TX stopped: no receiver answered (0 batches acknowledged, 0 lost, 1 unacknowledged)", "error"),
+        ({"name": "stopped", "finished": False, "fatal": None, "signal": 15, "acked": 3, "lost": 0,
+          "unacknowledged": 1}, "TX stopped (signal 15): 3 batches acknowledged, 0 lost, 1 unacknowledged", "warning"),
     ],
 )
 def test_events_are_described(data: dict[str, object], text: str, level: str) -> None:
@@ -102,3 +112,36 @@ def test_constellation_is_kept() -> None:
     batch, modulation, got = state.constellation
     assert (batch, modulation) == (9, "qpsk")
     np.testing.assert_array_equal(got, points)
+
+
+def test_a_refusal_is_described_counted_down_and_its_end_said() -> None:
+    state = WatchState(TX, RX)
+    state.refused({RX: Refusal(NOT_ALLOWED, 4.0)}, 10.0)
+    assert state.rx is not None
+    assert state.rx.describe(11.0) == f"refused by RX at {RX}: {NOT_ALLOWED}; trying again in 3 s"
+    assert state.tick(11.0)  # the count-down redraws
+    assert [(e.text, e.level) for e in state.events] == [(f"refused by RX at {RX}: {NOT_ALLOWED}", "error")]
+    state.refused({RX: Refusal(NOT_ALLOWED, 8.0, count=2)}, 14.0)  # refused again: the same reason, no new line
+    assert len(state.events) == 1 and state.rx.describe(14.0).endswith("trying again in 8 s")
+    state.refused({}, 20.0)
+    assert state.events[-1].text == f"RX at {RX} admitted this watcher"
+    assert state.rx.describe(20.0) == f"waiting for RX at {RX}"
+
+
+def test_a_request_line_takes_its_reply_and_the_echo_is_not_shown_twice() -> None:
+    state = WatchState(TX)
+    reply = {"v": 1, "ok": False, "error": "alpha 999 exceeds the bundle's 40 PCA dimensions"}
+    line = state.add("ctl set-alpha 999 -> tcp://10.0.0.1:5556: sent")
+    state.replace(line, "ctl set-alpha 999 refused: alpha 999 exceeds ...", "error")
+    state.own_reply(reply)
+    state.apply(msg("event", {"name": "control", **reply}), 0.0)
+    assert [e.text for e in state.events] == ["ctl set-alpha 999 refused: alpha 999 exceeds ..."]
+    state.apply(msg("event", {"name": "control", **reply}, seq=2), 0.0)  # another operator, the same request
+    assert len(state.events) == 2
+
+
+@pytest.mark.parametrize(("transport", "radio"), [("zmq", False), ("sim", True), ("pluto", True), (None, False)])
+def test_radio_follows_the_transport(transport: str | None, radio: bool) -> None:
+    state = WatchState(TX)
+    state.apply(msg("status", {**STATUS, "transport": transport}), 0.0)
+    assert state.radio() is radio

@@ -1,8 +1,8 @@
-"""Three network namespaces for fault tests: TX's laptop, RX's laptop and a stranger on the same LAN.
+"""Network namespaces for fault tests: TX's laptop, RX's laptop, an operator's and a stranger on one LAN.
 
     tx (10.213.0.1) --veth--+
-                            br0 in rx (10.213.0.2)
-    stranger (10.213.0.3) --veth--+
+    stranger (10.213.0.3) --veth--+-- br0 in rx (10.213.0.2)
+    op (10.213.0.4) --veth--+
 
 Every address lives inside namespaces this module creates and deletes; nothing leaves the
 machine. Delay comes from ``tc netem`` where the kernel has it, else from the userspace
@@ -16,15 +16,17 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from common.runtime import spawn, stop_process
 
 ROOT = Path(__file__).resolve().parents[3]
 SUBNET = "10.213.0"
-ADDRESS = {"tx": f"{SUBNET}.1", "rx": f"{SUBNET}.2", "stranger": f"{SUBNET}.3"}
+ADDRESS = {"tx": f"{SUBNET}.1", "rx": f"{SUBNET}.2", "stranger": f"{SUBNET}.3", "op": f"{SUBNET}.4"}
 TABLE = "semalign_fault"
+#: Per-namespace files ``ip netns exec`` mounts over /etc (ip-netns(8)).
+NETNS_ETC = Path("/etc/netns")
 
 
 def _run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -61,7 +63,7 @@ class Lab:
         for name in ns.values():
             _run("ip", "netns", "add", name)
         _run("ip", "-n", ns["rx"], "link", "add", "br0", "type", "bridge")
-        for role in ("tx", "stranger"):
+        for role in (r for r in ADDRESS if r != "rx"):
             _run("ip", "link", "add", "eth0", "netns", ns[role], "type", "veth", "peer", "name", f"p{role[:2]}",
                  "netns", ns["rx"])
             _run("ip", "-n", ns["rx"], "link", "set", f"p{role[:2]}", "master", "br0")
@@ -74,11 +76,21 @@ class Lab:
             _run("ip", "-n", name, "link", "set", "lo", "up")
         return self
 
+    def name_hosts(self, names: Mapping[str, str]) -> None:
+        """Give every namespace a hosts file mapping ``names`` (role -> host name) to the roles'
+        addresses: ``ip netns exec`` mounts /etc/netns/NS/hosts over /etc/hosts."""
+        lines = ["127.0.0.1 localhost", *(f"{ADDRESS[role]} {name}" for role, name in names.items())]
+        for name in self.ns.values():
+            directory = NETNS_ETC / name
+            directory.mkdir(parents=True, exist_ok=True)
+            (directory / "hosts").write_text("\n".join(lines) + "\n")
+
     def down(self) -> None:
         for proc in self.procs:
             stop_process(proc, 5)
         for name in self.ns.values():
             _run("ip", "netns", "del", name, check=False)
+            shutil.rmtree(NETNS_ETC / name, ignore_errors=True)
 
     # -- impairments ---------------------------------------------------------------------
 
