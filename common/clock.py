@@ -33,8 +33,3 @@ class Stamp:
     @classmethod
     def now(cls) -> Stamp:
         return cls(realtime_ns(), monotonic_ns())
-
-
-def seconds_since(start_monotonic_ns: int) -> float:
-    """Seconds elapsed on the monotonic clock since ``start_monotonic_ns``."""
-    return (monotonic_ns() - start_monotonic_ns) / NS_PER_S

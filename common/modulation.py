@@ -1,13 +1,11 @@
-"""Modulation orders, the byte budget they allow per batch, and the alpha policy.
+"""The modulations semalign knows: names and bits per symbol, shared by the PHY and the link.
 
-``B_max = floor(symbols_per_window * bits_per_symbol * code_rate / 8)``: the number
-of payload bytes one transmission window carries at a given modulation.
+The byte budget a modulation allows and the alpha policy live in ``common.link``.
 """
 
 from __future__ import annotations
 
 import enum
-import math
 
 from common.errors import ConfigError
 
@@ -51,20 +49,3 @@ _BITS = {
     Modulation.QAM64: 6,
     Modulation.QAM256: 8,
 }
-
-#: The reference modulation of the proportional alpha policy (alpha = dims at 256QAM).
-REFERENCE = Modulation.QAM256
-
-
-def byte_budget(modulation: Modulation, symbols_per_window: int, code_rate: float) -> int:
-    """``B_max`` in bytes for one window of ``symbols_per_window`` symbols."""
-    if symbols_per_window <= 0:
-        raise ConfigError(f"symbols_per_window must be > 0, got {symbols_per_window}")
-    if not 0.0 < code_rate <= 1.0:
-        raise ConfigError(f"code_rate must be in (0, 1], got {code_rate}")
-    return math.floor(symbols_per_window * modulation.bits_per_symbol * code_rate / 8)
-
-
-def proportional_alpha(dims: int, modulation: Modulation) -> int:
-    """``round(dims * bits(mod) / bits(256QAM))``, at least 1: 200 at 256QAM, 150 at 64QAM."""
-    return max(1, round(dims * modulation.bits_per_symbol / REFERENCE.bits_per_symbol))

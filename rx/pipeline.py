@@ -1,7 +1,8 @@
 """One batch through the receiver: parse, reconstruct (stamp B), fine-tune (C), classify (D).
 
-The daemon and the benchmarks both call ``Receiver.process`` so their figures agree. The
-alignment policy (``adapt.policy``) runs here: ``reset`` is ``Adapter``, the others ``Aligner``.
+The daemon's handler (``process_parsed``) and the benchmarks (``process``, which parses first)
+go through ``Receiver`` so their figures agree. The alignment policy (``adapt.policy``) runs
+behind one interface, ``common.ml.alignment.Alignment``.
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ import torch
 
 from common.clock import monotonic_ns, realtime_ns
 from common.log import get_logger
-from common.ml.adapt import AdaptConfig, Adapter, AdaptMode, FitStats
+from common.ml.adapt import AdaptConfig, FitStats
+from common.ml.alignment import Alignment, carries_state, open_alignment
 from common.ml.bank import load_bank
 from common.ml.bundle import Bundle
 from common.ml.config import AlignPolicy
 from common.ml.model import load_model
-from common.ml.policy import Aligner
 from common.wire import payload as wire
 
 
@@ -47,24 +48,22 @@ class Receiver:
         self.bundle = bundle
         self.adapt = adapt
         base = load_model(bundle)
-        self.adapter: Adapter | Aligner
-        if adapt.mode is AdaptMode.LORA and adapt.policy is not AlignPolicy.RESET:
-            bank = load_bank(bundle, base) if adapt.policy in (AlignPolicy.BANK, AlignPolicy.AUTO) else None
+        bank = None
+        if carries_state(adapt) and adapt.policy in (AlignPolicy.BANK, AlignPolicy.AUTO):
+            bank = load_bank(bundle, base)
             if bank is None and adapt.policy is AlignPolicy.BANK:
                 log.warning("no_bank", detail="bundle holds no adapter bank; policy bank starts from the base")
-            self.adapter = Aligner(base, adapt, heldout_accuracy=bundle.meta.heldout_accuracy, bank=bank)
-        else:
-            self.adapter = Adapter(base, adapt)
+        self.adapter: Alignment = open_alignment(
+            base, adapt, heldout_accuracy=bundle.meta.heldout_accuracy, bank=bank)
 
     @property
     def policy(self) -> str:
         """The alignment policy in use, as named in metrics rows."""
-        return self.adapt.policy.value if isinstance(self.adapter, Aligner) else (
-            "reset" if self.adapt.mode is AdaptMode.LORA else self.adapt.mode.value)
+        return self.adapter.policy
 
     def reset_alignment(self, alpha: int | None = None) -> list[int]:
         """Forget carried-over adapters (of ``alpha``, or all); the alphas reset."""
-        return self.adapter.reset(alpha) if isinstance(self.adapter, Aligner) else []
+        return self.adapter.reset(alpha)
 
     def warm_up(self) -> float:
         """Run one tiny fit and predict so lazy torch initialisation is not billed to batch 0's C."""
@@ -72,12 +71,7 @@ class Receiver:
         gen = torch.Generator().manual_seed(0)
         x = torch.rand(8, self.bundle.meta.input_dim, generator=gen)
         y = torch.randint(0, self.bundle.meta.num_classes, (8,), generator=gen)
-        if isinstance(self.adapter, Aligner):
-            # A throwaway aligner of the same shape: warming must not leave state behind.
-            Aligner(self.adapter.base, self.adapt, heldout_accuracy=1.0).fit(x, y, alpha=1)
-        else:
-            self.adapter.fit(x, y)
-        self.adapter.predict(x)
+        self.adapter.warm_up(x, y)
         return (monotonic_ns() - start) / 1e9
 
     def parse(self, buf: bytes | memoryview) -> wire.Payload:
@@ -100,10 +94,7 @@ class Receiver:
         t = parsed.header.t
         x = torch.from_numpy(images)
         y = torch.from_numpy(parsed.train_labels.astype(np.int64))
-        if isinstance(self.adapter, Aligner):
-            fit = self.adapter.fit(x[t:], y, alpha=parsed.header.alpha, batch=batch, seed=seed)
-        else:
-            fit = self.adapter.fit(x[t:], y, seed=seed)
+        fit = self.adapter.fit(x[t:], y, alpha=parsed.header.alpha, batch=batch, seed=seed)
         t3 = monotonic_ns()
         predictions = self.adapter.predict(x[:t])
         t4 = monotonic_ns()

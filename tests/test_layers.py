@@ -38,3 +38,26 @@ def test_the_daemons_and_telemetry_are_forbidden_the_dashboard() -> None:
     assert c["type"] == "forbidden"
     assert {"tx", "rx", "common.telemetry"} <= set(c["source_modules"])
     assert {"textual", "textual_plotext"} <= set(c["forbidden_modules"])
+
+
+def _floors() -> list[set[str]]:
+    c = contract("the floors of docs/architecture.md")
+    assert c["type"] == "layers"
+    return [{name.strip() for name in floor.split("|")} for floor in c["layers"]]
+
+
+def test_every_package_stands_on_one_floor() -> None:
+    """A new child of common (or a new top package) is placed on a floor, so no import escapes the order."""
+    floors = _floors()
+    placed = [name for floor in floors for name in floor]
+    children = {f"common.{m.name}" for m in pkgutil.iter_modules(common.__path__)}
+    assert len(placed) == len(set(placed))
+    assert set(placed) == children | {"tx", "rx"}
+
+
+def test_the_floors_are_the_ones_docs_architecture_draws() -> None:
+    """The sentence of docs/architecture.md that lists the floors names them as the contract orders them."""
+    doc = (PYPROJECT.parent / "docs" / "architecture.md").read_text(encoding="utf-8")
+    sentence = doc.split("The packages sit in floors, each using only those below it:", 1)[1].split(". No import", 1)[0]
+    drawn = [{name.strip(" `") for name in floor.split(",")} for floor in " ".join(sentence.split()).split(" > ")]
+    assert drawn == _floors()

@@ -15,11 +15,11 @@ import numpy.typing as npt
 
 from common.clock import NS_PER_S, Stamp, monotonic_ns
 from common.data.spec import Dataset
+from common.link.plan import LinkPlan
 from common.log import get_logger
 from common.ml.bundle import Bundle
 from common.wire import messages
 from common.wire import payload as wire
-from tx.plan import LinkPlan
 from tx.shift import Plugin, Shift
 
 log = get_logger("semalign.tx")

@@ -8,8 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from common.config import CHOICES, as_enum, at_least, one_of
-from common.data.spec import DATASET_NAMES, LinkDefaults, get_spec
+from common.data.spec import DATASET_NAMES
 from common.errors import ConfigError
+from common.link.budget import LinkDefaults, dataset_link
+from common.link.plan import AlphaPolicy, LinkPolicy
 from common.modulation import Modulation
 from common.phy.constellation import LABELLINGS
 from common.radio.pluto import PlutoConfig
@@ -17,7 +19,6 @@ from common.settings import LOG_LEVELS, DaemonSettings
 from common.transport.base import BearerSettings, Transport, bearer_class
 from common.transport.security import SecurityConfig
 from common.wire.payload import ValueType
-from tx.plan import AlphaPolicy, LinkPolicy
 from tx.shift import check_plugin_entries, parse_spec
 
 VALUE_TYPES = tuple(v.name.lower() for v in ValueType)
@@ -135,7 +136,7 @@ class TxConfig(DaemonSettings):
     @property
     def link(self) -> LinkDefaults:
         """The dataset's link defaults with this config's ``t``, ``symbols_per_window`` and ``code_rate``."""
-        d = get_spec(self.dataset).link
+        d = dataset_link(self.dataset)
         return LinkDefaults(
             t=self.t if self.t is not None else d.t,
             symbols_per_window=self.symbols_per_window or d.symbols_per_window,

@@ -31,11 +31,13 @@ from common.errors import (
     ShiftError,
     Unreachable,
 )
+from common.link.amc import AmcPolicy
+from common.link.plan import AlphaPolicy, LinkPlan, LinkState, make_plan
 from common.log import get_logger
 from common.metrics import MetricsWriter
 from common.ml.bundle import Bundle
 from common.modulation import Modulation
-from common.phy import AmcPolicy, PhyConfig
+from common.phy import PhyConfig
 from common.runtime import StopFlag
 from common.telemetry import open_telemetry, sync_fields
 from common.timesync import (
@@ -57,7 +59,6 @@ from tx.config import TxConfig
 from tx.control import ControlRequest, decode_reply, encode_reply
 from tx.inflight import MAX_BACKOFF, UNREACHABLE_RETRY_S, Inflight, Pending
 from tx.journal import Entry, Journal, entry_labels
-from tx.plan import AlphaPolicy, LinkPlan, LinkState, make_plan
 from tx.scoring import Scoreboard, base_record
 from tx.shift import Shift, load_plugins
 

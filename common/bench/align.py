@@ -28,16 +28,17 @@ from common.bench.flags import POLICIES, align_parser
 from common.bench.paper import LoopbackLink, sources
 from common.bench.report import machine, mean_std, write_csv
 from common.config import build
-from common.data.spec import Dataset, get_spec, load_dataset
+from common.data.spec import Dataset, load_dataset
 from common.errors import BenchError
+from common.link.budget import byte_budget, dataset_link, n_max
+from common.link.plan import LinkPlan
 from common.ml.adapt import AdaptConfig, AdaptMode
 from common.ml.bundle import Bundle, load_bundle
 from common.ml.config import AlignPolicy
 from common.ml.pretrain import ensure_bundle
-from common.modulation import Modulation, byte_budget
+from common.modulation import Modulation
 from common.wire import payload as wire
 from rx.pipeline import Receiver
-from tx.plan import LinkPlan
 from tx.shift import Shift
 
 #: e2e retrains from scratch on every batch, so its accuracy does not depend on the batch
@@ -166,11 +167,11 @@ def _run_cell(cell: Cell) -> list[dict[str, Any]]:
     src = sources(dataset, cell.split, cell.eval_images)
     sc = cell.scenario
     value_type = wire.ValueType.parse(sc.value_type)
-    link_defaults = get_spec(cell.dataset).link
+    link_defaults = dataset_link(cell.dataset)
     modulation = Modulation.parse(cell.modulation)
     b_max = byte_budget(modulation, link_defaults.symbols_per_window, link_defaults.code_rate)
     t = link_defaults.t
-    n = min(wire.n_max(b_max, t, sc.alpha, value_type), len(src.pool.y))
+    n = min(n_max(b_max, t, sc.alpha, value_type), len(src.pool.y))
     plan = LinkPlan(modulation, b_max, sc.alpha, t, n, value_type)
     # The evaluation images go through the same sensor and encoder as the batches.
     eval_shift = Shift(sc.shift, seed=10_000 + cell.seed)

@@ -38,14 +38,16 @@ from common.bench.report import (
 from common.clock import realtime_ns
 from common.data.spec import Dataset, Split, get_spec, load_dataset
 from common.errors import BenchError, ConfigError, TransportError, Unreachable
+from common.link import budget
+from common.link.plan import LinkPlan
 from common.log import progress
 from common.ml.adapt import AdaptConfig, Adapter, AdaptMode
+from common.ml.alignment import Alignment
 from common.ml.bundle import Bundle, default_bundle_dir
 from common.ml.config import AlignPolicy
 from common.ml.model import load_model
-from common.ml.policy import Aligner
 from common.ml.pretrain import ensure_bundle
-from common.modulation import Modulation, byte_budget
+from common.modulation import Modulation
 from common.timesync import SyncState
 from common.transport.base import Transport
 from common.transport.zmq import DealerWire, RouterWire, ZmqBearer
@@ -54,7 +56,6 @@ from common.wire import payload as wire
 from rx.handler import BatchHandler
 from rx.pipeline import Receiver
 from tx.batches import BatchBuilder
-from tx.plan import LinkPlan
 
 #: The paper's sweep: alpha = 150, 140, ..., 40 at 64QAM.
 DEFAULT_ALPHAS: tuple[int, ...] = tuple(range(150, 39, -10))
@@ -99,7 +100,7 @@ def reconstruct(bundle: Bundle, images: npt.NDArray[np.float32], alpha: int) -> 
 
 
 @torch.inference_mode()
-def accuracy(adapter: Adapter | Aligner, x: torch.Tensor, y: npt.NDArray[np.int64]) -> float:
+def accuracy(adapter: Alignment, x: torch.Tensor, y: npt.NDArray[np.int64]) -> float:
     """Accuracy of the adapter's current model on ``x`` [n, D], in chunks to bound memory."""
     correct = 0
     for start in range(0, len(y), 4096):
@@ -244,7 +245,7 @@ class PaperPlan:
     target_acc: float
 
     def n_max(self, alpha: int) -> int:
-        return wire.n_max(self.b_max, self.t, alpha)
+        return budget.n_max(self.b_max, self.t, alpha)
 
     def link_plan(self, alpha: int, n_max: int) -> LinkPlan:
         """The plan TX's batch builder gets: the paper's budget at a fixed alpha, float32 values."""
@@ -376,11 +377,11 @@ def _curve(
 
 def paper_plan_from_args(args: argparse.Namespace) -> PaperPlan:
     """The ``PaperPlan`` the command line asks for, validated; ``BudgetError`` if an alpha cannot fit."""
-    link = get_spec(args.dataset).link
+    link = budget.dataset_link(args.dataset)
     modulation = Modulation.parse(args.modulation)
     t = args.t if args.t is not None else link.t
-    b_max = args.b_max or byte_budget(modulation, args.symbols_per_window or link.symbols_per_window,
-                                      args.code_rate or link.code_rate)
+    b_max = args.b_max or budget.byte_budget(modulation, args.symbols_per_window or link.symbols_per_window,
+                                             args.code_rate or link.code_rate)
     alphas = args.alphas or DEFAULT_ALPHAS
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     bad = [m for m in methods if m not in METHODS]

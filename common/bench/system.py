@@ -22,10 +22,11 @@ from typing import Any
 import numpy as np
 
 from common.clock import NS_PER_S, monotonic_ns
-from common.data.spec import DATASET_NAMES, get_spec
+from common.data.spec import DATASET_NAMES
 from common.errors import ConfigError, TransportError
+from common.link.budget import byte_budget, dataset_link, n_max
 from common.metrics import read_metrics
-from common.modulation import Modulation, byte_budget
+from common.modulation import Modulation
 from common.runtime import free_tcp_port, spawn_cli, stop_process
 from common.wire import messages
 from common.wire import payload as wire
@@ -76,7 +77,7 @@ def bench_payload(alphas: tuple[int, ...], b_max: int, t: int, rounds: int) -> l
     rng = np.random.default_rng(0)
     out = []
     for alpha in alphas:
-        n = wire.n_max(b_max, t, alpha)
+        n = n_max(b_max, t, alpha)
         test = rng.standard_normal((t, alpha), dtype=np.float32)
         train = rng.standard_normal((n, alpha), dtype=np.float32)
         labels = rng.integers(0, 10, n)
@@ -352,7 +353,7 @@ def bench_rx(
         for alpha in alphas:
             receiver = Receiver(bundle, AdaptConfig(), threads=n_threads)
             receiver.warm_up()
-            n = min(wire.n_max(b_max, t, alpha), len(ds.pool.y))
+            n = min(n_max(b_max, t, alpha), len(ds.pool.y))
             rng = np.random.default_rng(alpha)
             per: dict[str, list[float]] = {k: [] for k in ("parse_s", "reconstruct_s", "finetune_s", "classify_s")}
             for _ in range(batches):
@@ -486,7 +487,7 @@ def system_main(argv: list[str]) -> int:
         raise ConfigError(f"--only: expected a subset of {','.join(SECTIONS)}, got {bad}")
     alphas = _ints(args.alphas, "alphas")
     threads = _ints(args.threads, "threads")
-    link = get_spec(args.dataset).link
+    link = dataset_link(args.dataset)
     b_max = byte_budget(Modulation.parse(args.modulation), link.symbols_per_window, link.code_rate)
     result: dict[str, Any] = {"machine": machine(), "b_max": b_max, "t": link.t}
     print(f"machine: {result['machine']}; {args.modulation} B_max={b_max} t={link.t}", flush=True)

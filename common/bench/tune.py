@@ -22,13 +22,13 @@ from common.bench.paper import accuracy, adapt_config, reconstruct, sources
 from common.bench.report import mean_std, write_csv
 from common.data.spec import DATASET_NAMES, get_spec, load_dataset
 from common.errors import BenchError
+from common.link.budget import byte_budget, dataset_link, n_max
 from common.log import progress
 from common.ml.adapt import AdaptConfig, Adapter, AdaptMode
 from common.ml.bundle import default_bundle_dir
 from common.ml.model import load_model
 from common.ml.pretrain import ensure_bundle
-from common.modulation import Modulation, byte_budget
-from common.wire.payload import n_max
+from common.modulation import Modulation
 
 COLUMNS = ("config", "alpha", "seed", "n_train", "finetune_s", "accuracy")
 
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     base = adapt_config(args)
     grid = parse_grid(args.grid)
-    link = get_spec(args.dataset).link
+    link = dataset_link(args.dataset)
     b_max = byte_budget(Modulation.parse(args.modulation), link.symbols_per_window, link.code_rate)
     bundle = ensure_bundle(args.dataset, out=args.bundle or default_bundle_dir(args.dataset),
                            data_dir=args.data_dir, dims=get_spec(args.dataset).pretrain.dims)

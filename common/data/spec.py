@@ -1,7 +1,8 @@
 """The dataset registry: one :class:`DatasetSpec` per dataset (digits, MNIST, Fashion-MNIST).
 
 A spec holds what the rest of the code needs to know about a dataset before loading it: shape,
-classes, splits, checksums, and the link and pre-training defaults; ``load_dataset`` loads it.
+classes, splits, checksums and pre-training defaults; ``load_dataset`` loads it. The link figures
+that suit each dataset are the link layer's (``common.link.budget.DATASET_LINKS``).
 
 Splits (fixed; ``pretrain`` fits the PCA and pre-trains the MLP, ``pool`` is TX's supply of
 labelled fine-tuning samples, ``test`` is the stream TX sends):
@@ -54,17 +55,6 @@ MNIST_MAX_PIXEL: Final = 255.0
 
 
 @dataclass(frozen=True)
-class LinkDefaults:
-    """Per-dataset link figures that give the demo a meaningful budget (TX's ``link``)."""
-
-    #: Test vectors per batch.
-    t: int
-    #: Symbols of one transmission window; with the modulation and code rate it sets B_max.
-    symbols_per_window: int
-    code_rate: float
-
-
-@dataclass(frozen=True)
 class PretrainDefaults:
     """Per-dataset pre-training hyper-parameters (``common.ml.bundle.PretrainConfig`` less the seed)."""
 
@@ -84,7 +74,6 @@ class DatasetSpec:
     num_classes: int
     #: The fixed split, as the module docstring's table states it.
     splits: str
-    link: LinkDefaults
     pretrain: PretrainDefaults
     #: Official checksums of the IDX files, by file stem; empty for a bundled dataset.
     files: Mapping[str, Checksums] = field(default_factory=dict)
@@ -100,8 +89,6 @@ DIGITS = DatasetSpec(
     image_shape=(8, 8),
     num_classes=10,
     splits="stratified 1074 / 359 / 364 of scikit-learn's 1797 (pretrain / pool / test)",
-    # dims=40: 256QAM -> alpha 40, B_max 40000, N_max 193; 64QAM -> alpha 30, N_max 191.
-    link=LinkDefaults(t=50, symbols_per_window=80_000, code_rate=0.5),
     pretrain=PretrainDefaults(dims=40, hidden=(128, 64), epochs=80),
 )
 # The .gz MD5s are the published ones (torchvision, the Fashion-MNIST README). The
@@ -113,8 +100,6 @@ MNIST = DatasetSpec(
     image_shape=(28, 28),
     num_classes=10,
     splits="train[:50000] / train[50000:60000] / t10k (pretrain / pool / test)",
-    # dims=200: 256QAM -> alpha 200, B_max 500000, N_max 521; 64QAM -> 150, 520.
-    link=LinkDefaults(t=100, symbols_per_window=1_000_000, code_rate=0.5),
     pretrain=PretrainDefaults(dims=200, hidden=(256, 128), epochs=15),
     files={
         "train-images-idx3-ubyte": Checksums(
@@ -136,7 +121,6 @@ FASHION_MNIST = DatasetSpec(
     image_shape=(28, 28),
     num_classes=10,
     splits="train[:50000] / train[50000:60000] / t10k (pretrain / pool / test)",
-    link=LinkDefaults(t=100, symbols_per_window=1_000_000, code_rate=0.5),
     pretrain=PretrainDefaults(dims=200, hidden=(256, 128), epochs=20),
     files={
         "train-images-idx3-ubyte": Checksums(

@@ -120,7 +120,11 @@ def predict_classes(model: nn.Module, x: torch.Tensor) -> npt.NDArray[np.uint8]:
 
 
 class Adapter:
-    """Holds the frozen base and adapts a working copy of it to each batch."""
+    """Holds the frozen base and adapts a working copy of it to each batch.
+
+    An ``Alignment`` (``common.ml.alignment``) that carries nothing from batch to batch:
+    ``alpha`` and ``batch`` are accepted and not needed, ``reset`` has nothing to forget.
+    """
 
     def __init__(self, base: MLP, config: AdaptConfig) -> None:
         self.config = config
@@ -135,7 +139,23 @@ class Adapter:
             self._adapters = inject_lora(self._lora_model, config.rank, config.lora_alpha)
         self.model: nn.Module = self.base
 
-    def fit(self, x: torch.Tensor, y: torch.Tensor, *, seed: int = 0) -> FitStats:
+    @property
+    def policy(self) -> str:
+        """The policy's name in metrics rows: ``reset`` for LoRA, else the mode (``e2e``, ``none``)."""
+        return "reset" if self.config.mode is AdaptMode.LORA else self.config.mode.value
+
+    def reset(self, alpha: int | None = None) -> list[int]:
+        """Nothing is carried across batches, so no alpha resets."""
+        return []
+
+    def warm_up(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """One fit and predict, so lazy torch initialisation is not billed to a batch (the next
+        batch's fit starts from the base again)."""
+        self.fit(x, y)
+        self.predict(x)
+
+    def fit(self, x: torch.Tensor, y: torch.Tensor, *, alpha: int | None = None, batch: int | None = None,
+            seed: int = 0) -> FitStats:
         """Adapt to ``x`` [n, D] float32 with labels ``y`` [n] int64, from the frozen base."""
         cfg = self.config
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + seed)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import io
 import pickle
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -163,7 +163,3 @@ def apply_start(model: nn.Module, deltas: list[torch.Tensor]) -> None:
 
 def _wrapped(model: nn.Module, linear: nn.Module) -> bool:
     return any(isinstance(m, LoRALinear) and m.base_layer is linear for m in model.modules())
-
-
-def bank_config_dict(config: BankConfig) -> dict[str, object]:
-    return asdict(config)

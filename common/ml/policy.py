@@ -66,7 +66,7 @@ class _Budget:
 class Aligner:
     """LoRA adaptation with state carried across batches, one adapter per alpha.
 
-    ``fit`` and ``predict`` have ``Adapter``'s signatures plus the batch's alpha and id.
+    An ``Alignment`` (``common.ml.alignment``), as ``Adapter`` is.
     """
 
     def __init__(self, base: MLP, config: AdaptConfig, *, heldout_accuracy: float,
@@ -84,6 +84,17 @@ class Aligner:
         self._start_model = copy.deepcopy(self.base)  # start weights, no adapter: the reset reference
         self._slots: dict[int, _Slot] = {}
         self._alpha: int | None = None
+
+    @property
+    def policy(self) -> str:
+        """The policy's name in metrics rows (``continual``, ``bank``, ``auto``)."""
+        return self.config.policy.value
+
+    def warm_up(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """One fit and predict on a throwaway aligner of the same shape, so lazy torch
+        initialisation is not billed to a batch and no state is left behind."""
+        Aligner(self.base, self.config, heldout_accuracy=1.0).fit(x, y, alpha=1)
+        self.predict(x)
 
     @property
     def uses_gate(self) -> bool:

@@ -1,7 +1,7 @@
 """The radio physical layer of semalign: DSP blocks only, one block family per module.
 
-Daemons use ``modulate_payload``/``demodulate_payload``, ``Channel``, and ``AmcPolicy``.
-The Pluto driver lives in ``common.radio``; errors live in ``common.errors``.
+Bearers use ``modulate_payload``/``demodulate_payload`` and ``Channel``. The Pluto driver
+lives in ``common.radio``, link adaptation (AMC) in ``common.link``, errors in ``common.errors``.
 
 The names below are loaded on first use (PEP 562): importing ``common.phy.config`` for a
 ``PhyConfig``, as every bearer does, costs neither scipy nor the demodulator's tables.
@@ -13,7 +13,6 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from common.phy.amc import DEFAULT_THRESHOLDS, AmcPolicy, threshold_table
     from common.phy.channel import Channel, ChannelConfig, SnrProfile, normalised_cfo
     from common.phy.config import PhyConfig
     from common.phy.constellation import Constellation, Demapper, HardDemapper, Mapper
@@ -30,7 +29,6 @@ if TYPE_CHECKING:
 
 #: Where each public name lives.
 _HOME = {
-    **dict.fromkeys(("DEFAULT_THRESHOLDS", "AmcPolicy", "threshold_table"), "amc"),
     **dict.fromkeys(("Channel", "ChannelConfig", "SnrProfile", "normalised_cfo"), "channel"),
     "PhyConfig": "config",
     **dict.fromkeys(("Constellation", "Demapper", "HardDemapper", "Mapper"), "constellation"),
@@ -55,10 +53,8 @@ def __dir__() -> list[str]:
     return sorted(__all__)
 
 __all__ = [
-    "DEFAULT_THRESHOLDS",
     "RX_BITS",
     "TX_FULL_SCALE",
-    "AmcPolicy",
     "Channel",
     "ChannelConfig",
     "Constellation",
@@ -78,6 +74,5 @@ __all__ = [
     "modulate_payload",
     "normalised_cfo",
     "quantise_rx",
-    "threshold_table",
     "tx_to_int16",
 ]

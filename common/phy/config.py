@@ -115,8 +115,3 @@ class PhyConfig:
     def rrc(self) -> RrcFilter:
         """The shared shaping / matched filter."""
         return RrcFilter(self.samples_per_symbol, self.rolloff, self.rrc_span)
-
-    @property
-    def max_cfo(self) -> float:
-        """Largest |CFO| in cycles/sample the repeated preamble resolves unambiguously."""
-        return 1.0 / (2.0 * self.zc_length * self.samples_per_symbol)

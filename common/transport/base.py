@@ -5,11 +5,11 @@ or its in-memory twin). A ``Bearer`` decides what the frame holds and how the pa
 comes out at the far end: payload bytes as they are (zmq), baseband samples through a
 simulated channel (sim), nothing at all while the samples go over the air (pluto).
 
-    TX:  bearer.send(envelope, payload)         -> Sent        (puts [envelope, frame] on the wire)
+    TX:  bearer.send(wire, envelope, payload)    -> Sent        (puts [envelope, frame] on the wire)
     RX:  bearer.receive(envelope, frame, notify) -> Received    (payload bytes, validity mask, PHY report)
 
-Daemons hold bearers and never ask which one; ``common.transport.registry`` is the only
-code that reads the transport setting.
+Daemons hold bearers and never ask which one; ``BEARERS`` with ``open_bearer`` and
+``open_receivers`` below are the only code that reads the transport setting.
 """
 
 from __future__ import annotations

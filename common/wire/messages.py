@@ -297,10 +297,6 @@ class AirReady:
         return cls(batch_id=_count(obj, "batch_id"), attempt=_count(obj, "attempt", 0, 1000))
 
 
-def encode_air_ready(batch_id: int, attempt: int) -> bytes:
-    return AirReady(batch_id, attempt).encode()
-
-
 @dataclass(frozen=True)
 class AdaptReset:
     """TX to RX: reset the adapters carried over for ``alpha`` (all if None), from the next batch.

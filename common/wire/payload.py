@@ -17,7 +17,7 @@ Layout (all integers little-endian)::
       values     alpha values of the value type (s bytes each: float32 4, float16 2, int8 1)
 
 A payload of t test and n training vectors is exactly ``H + (t + n) * (h + s * alpha)``
-bytes, so ``N_max = floor((B_max - H - t*(h + s*alpha)) / (h + s*alpha))``.
+bytes; the link's ``N_max`` (``common.link.budget.n_max``) is that size solved for ``n``.
 """
 
 from __future__ import annotations
@@ -108,26 +108,6 @@ def vector_size(alpha: int, value_type: ValueType = ValueType.FLOAT32) -> int:
 def payload_size(t: int, n: int, alpha: int, value_type: ValueType = ValueType.FLOAT32) -> int:
     """``H + (t + n)(h + s*alpha)``: exact size of a payload."""
     return FILE_HEADER_SIZE + (t + n) * vector_size(alpha, value_type)
-
-
-def n_max(b_max: int, t: int, alpha: int, value_type: ValueType = ValueType.FLOAT32) -> int:
-    """Training vectors that fit beside ``t`` test vectors in ``b_max`` bytes (the paper's N_max).
-
-    Raises ``BudgetError`` when not even the header and the test vectors fit. The result is
-    also capped by what the u16 ``n`` field can carry.
-    """
-    if alpha < 1:
-        raise BudgetError(f"alpha must be >= 1, got {alpha}")
-    if not 0 <= t <= MAX_COUNT:
-        raise BudgetError(f"t must be in [0, {MAX_COUNT}], got {t}")
-    per_vector = vector_size(alpha, value_type)
-    room = b_max - FILE_HEADER_SIZE - t * per_vector
-    if room < 0:
-        raise BudgetError(
-            f"B_max={b_max} bytes cannot hold the header and t={t} test vectors of alpha={alpha} "
-            f"({FILE_HEADER_SIZE + t * per_vector} bytes needed)"
-        )
-    return min(room // per_vector, MAX_COUNT)
 
 
 def _record_dtype(alpha: int, value_type: ValueType) -> np.dtype[np.void]:

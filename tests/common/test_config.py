@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 
 from common.config import CHOICES, add_config_flags, field_docs, flag_values, load_config
-from common.data.spec import LinkDefaults, get_spec
 from common.errors import ConfigError
+from common.link.budget import LinkDefaults, dataset_link
+from common.link.plan import AlphaPolicy, LinkPolicy
 from common.ml.config import AdaptMode
 from common.transport.base import Transport
 from rx.config import RxConfig
 from tx.config import TxConfig
-from tx.plan import AlphaPolicy, LinkPolicy
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
@@ -202,7 +202,7 @@ def test_tx_errors_name_the_file(tmp_path: Path, text: str, message: str) -> Non
 def test_link_defaults_come_from_the_dataset_spec() -> None:
     cfg = TxConfig(dataset="mnist", code_rate=0.25)
     assert cfg.link == LinkDefaults(t=100, symbols_per_window=1_000_000, code_rate=0.25)
-    assert TxConfig().link == get_spec("digits").link
+    assert TxConfig().link == dataset_link("digits")
 
 
 def test_config_modules_import_no_torch_zmq_or_radio_driver() -> None:

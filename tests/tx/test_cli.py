@@ -12,11 +12,11 @@ import pytest
 
 from common import cli
 from common.config import config_parser, parse_config
+from common.link.plan import LinkPolicy
 from common.radio.pluto import PlutoConfig
 from common.transport.base import Transport
 from tx.cli import ALIASES
 from tx.config import TxConfig
-from tx.plan import LinkPolicy
 
 
 def parse(argv: list[str]) -> TxConfig:

@@ -17,9 +17,7 @@ from common.timesync.state import Leap
 TIME_OK, TIME_INS, TIME_DEL, TIME_OOP, TIME_WAIT, TIME_ERROR = range(6)
 STA_PLL = 0x0001
 STA_PPSFREQ = 0x0002
-STA_PPSTIME = 0x0004
 STA_UNSYNC = 0x0040
-STA_PPSSIGNAL = 0x0100
 STA_NANO = 0x2000
 
 
@@ -74,11 +72,6 @@ class KernelClock:
         if not self.synchronised:
             return Leap.UNSYNCHRONISED
         return {TIME_INS: Leap.INSERT, TIME_DEL: Leap.DELETE}.get(self.state, Leap.NORMAL)
-
-    @property
-    def pps_disciplined(self) -> bool:
-        """Kernel hardpps in use (rare: chrony normally disciplines from PPS in user space)."""
-        return bool(self.status & STA_PPSTIME and self.status & STA_PPSSIGNAL)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -16,8 +16,8 @@ from common.bench.paper import paper_main
 from common.bench.report import PAPER_COLUMNS, goals, time_to_target
 from common.bench.system import system_main
 from common.bench.tune import parse_grid
-from common.data.spec import get_spec
 from common.errors import ConfigError
+from common.link.budget import dataset_link, n_max
 from common.ml.adapt import AdaptConfig, Adapter, AdaptMode
 from common.ml.model import MLP
 from common.ml.pretrain import ensure_bundle
@@ -51,13 +51,13 @@ def test_bench_paper_writes_one_row_per_alpha_seed_method(
     assert tuple(columns) == PAPER_COLUMNS
     assert sorted((int(r["alpha"]), r["method"]) for r in rows) == sorted(
         (a, m) for a in (30, 20) for m in ("none", "lora", "e2e"))
-    t = get_spec("digits").link.t
+    t = dataset_link("digits").t
     for r in rows:
         for key in ("accuracy", "batch_accuracy"):
             assert 0.0 <= float(r[key]) <= 1.0, (key, r)
         alpha, n = int(r["alpha"]), int(r["n_train"])
         assert n == min(60, int(r["n_max"]))
-        assert int(r["n_max"]) == wire.n_max(int(r["b_max"]), t, alpha)
+        assert int(r["n_max"]) == n_max(int(r["b_max"]), t, alpha)
         assert int(r["payload_bytes"]) == wire.payload_size(t, n, alpha)
         assert int(r["eval_images"]) > t and r["eval_split"] == "test"
         assert float(r["comm_s"]) >= 0 and float(r["classify_s"]) > 0

@@ -157,17 +157,17 @@ def test_zmq_wires_translate_an_absent_peer_and_carry_bytes() -> None:
 @pytest.fixture
 def twin(digits_bundle):  # type: ignore[no-untyped-def]
     from common.data.spec import load_dataset
+    from common.link.plan import AlphaPolicy, LinkState, make_plan
     from common.ml.config import AdaptConfig, AdaptMode
     from rx.handler import BatchHandler
     from rx.pipeline import Receiver
     from tx.batches import BatchBuilder
     from tx.inflight import Inflight
-    from tx.plan import AlphaPolicy, LinkState, make_plan
     from tx.scoring import Scoreboard
 
     dataset = load_dataset("digits")
     plan = make_plan(LinkState(Modulation.QAM64, AlphaPolicy.PROPORTIONAL), digits_bundle.dims,
-                     dataset.spec.link if hasattr(dataset, "spec") else _digits_link(), wire.ValueType.FLOAT32)
+                     _digits_link(), wire.ValueType.FLOAT32)
     builder = BatchBuilder(digits_bundle, dataset, seed=0, transport=Transport.MEMORY)
 
     def handler(bearer: MemoryBearer) -> BatchHandler:
@@ -179,9 +179,9 @@ def twin(digits_bundle):  # type: ignore[no-untyped-def]
 
 
 def _digits_link():  # type: ignore[no-untyped-def]
-    from common.data.spec import DATASETS
+    from common.link.budget import dataset_link
 
-    return DATASETS["digits"].link
+    return dataset_link("digits")
 
 
 def _round_trip(twin, loss=None):  # type: ignore[no-untyped-def]
@@ -262,9 +262,9 @@ def test_tx_config_labelling_reaches_the_bearer() -> None:
 def test_the_zeromq_path_loads_no_dsp() -> None:
     """TX over ZeroMQ and the control client start without scipy (the PHY loads on first use)."""
     script = ("import json, sys\nimport common.transport.zmq, tx.daemon, tx.ctl\nfrom common.phy import PhyConfig\n"
-              "print(json.dumps([m for m in sys.modules if m.split('.')[0] == 'scipy' or m.startswith('common.phy.')]))")
+              "print(json.dumps([m for m in sys.modules if m.split('.')[0] == 'scipy' or m.startswith(('common.phy.', 'common.link.'))]))")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=ROOT)
     loaded = set(json.loads(out.stdout))
-    assert "common.phy.config" in loaded and "common.phy.amc" in loaded  # settings and TX's AMC table
+    assert "common.phy.config" in loaded and "common.link.amc" in loaded  # settings and TX's AMC table
     assert not loaded & {"scipy", "common.phy.channel", "common.phy.sync", "common.phy.theory",
                          "common.phy.demodulator", "common.phy.modulator"}

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from common import errors
+from common.link.budget import n_max
 from common.wire import payload as wire
 
 ALPHA, CLASSES = 6, 10
@@ -47,7 +48,7 @@ def test_n_max_fits_and_one_more_does_not() -> None:
         t = int(rng.integers(0, 200))
         b_max = int(rng.integers(8, 2_000_000))
         try:
-            n = wire.n_max(b_max, t, alpha)
+            n = n_max(b_max, t, alpha)
         except errors.BudgetError:
             assert wire.payload_size(t, 0, alpha) > b_max
             continue
@@ -64,7 +65,7 @@ def test_built_payload_with_n_max_fits_budget() -> None:
     for _ in range(30):
         alpha, t = int(rng.integers(1, 64)), int(rng.integers(0, 20))
         b_max = wire.payload_size(t, 0, alpha) + int(rng.integers(0, 5000))
-        n = wire.n_max(b_max, t, alpha)
+        n = n_max(b_max, t, alpha)
         buf, *_ = make(t, n, alpha, seed=int(rng.integers(1 << 30)))
         assert len(buf) <= b_max < len(buf) + wire.vector_size(alpha)
 
@@ -113,7 +114,7 @@ def test_alpha_beyond_bundle_dims() -> None:
 
 def test_budget_too_small_for_test_vectors() -> None:
     with pytest.raises(errors.BudgetError, match="cannot hold"):
-        wire.n_max(100, t=10, alpha=50)
+        n_max(100, t=10, alpha=50)
 
 
 def test_parse_does_not_copy_values() -> None:
@@ -173,7 +174,7 @@ def test_partial_still_validates_kept_vectors() -> None:
 @pytest.mark.parametrize("value_type", list(wire.ValueType))
 @pytest.mark.parametrize(("b_max", "t", "alpha"), [(40000, 50, 40), (30000, 50, 30), (500000, 100, 200), (700, 3, 5)])
 def test_n_max_exact_for_every_value_type(value_type: wire.ValueType, b_max: int, t: int, alpha: int) -> None:
-    n = wire.n_max(b_max, t, alpha, value_type)
+    n = n_max(b_max, t, alpha, value_type)
     per = 4 + value_type.size * alpha
     assert n == min((b_max - 8 - t * per) // per, wire.MAX_COUNT)
     buf, *_ = make(t, n, alpha, value_type=value_type)
@@ -181,8 +182,8 @@ def test_n_max_exact_for_every_value_type(value_type: wire.ValueType, b_max: int
 
 
 def test_int8_fits_more_than_three_and_a_half_times_float32_at_alpha_40() -> None:
-    f32 = wire.n_max(40000, 50, 40, wire.ValueType.FLOAT32)
-    i8 = wire.n_max(40000, 50, 40, wire.ValueType.INT8)
+    f32 = n_max(40000, 50, 40, wire.ValueType.FLOAT32)
+    i8 = n_max(40000, 50, 40, wire.ValueType.INT8)
     assert (f32, i8) == (193, 858)
     assert i8 >= 3.5 * f32
 

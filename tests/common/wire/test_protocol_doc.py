@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from common.link.budget import n_max
 from common.wire import payload as wire
 
 DOC = (Path(__file__).resolve().parents[3] / "docs" / "protocol.md").read_text()
@@ -58,7 +59,7 @@ def test_every_value_type_has_n_max_examples() -> None:
 @pytest.mark.parametrize("row", _n_max_rows())
 def test_n_max_examples(row: tuple[str, int, int, int, int]) -> None:
     name, b_max, t, alpha, expected = row
-    assert wire.n_max(b_max, t, alpha, wire.ValueType.parse(name)) == expected
+    assert n_max(b_max, t, alpha, wire.ValueType.parse(name)) == expected
 
 
 def _worked(index: int) -> bytes:

@@ -1,6 +1,7 @@
-"""Adaptive modulation policy: pick the next batch's modulation from the SNR RX reports.
+"""Adaptive modulation (AMC): pick the next batch's modulation from the SNR RX reports.
 
-Pure logic with a threshold table derived from the AWGN BER curves, plus hysteresis.
+Pure logic with a threshold table derived from the AWGN BER curves (``common.phy.theory``), plus
+hysteresis. Link adaptation, not a DSP block: it lives beside the budget and the plan it steers.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
-"""TX's link plan: from the modulation and alpha policy to ``B_max``, ``alpha`` and ``N_max``.
+"""The link plan: from the link state (modulation, alpha policy) to ``B_max``, ``alpha`` and ``N_max``.
 
-A plan is computed once per batch, so a control command takes effect from the next batch.
+TX holds one plan and replaces it when a control command or AMC changes the link state, so a
+change takes effect from the next batch.
 """
 
 from __future__ import annotations
@@ -9,10 +10,13 @@ import enum
 from dataclasses import dataclass
 
 from common.config import as_enum
-from common.data.spec import LinkDefaults
 from common.errors import BudgetError, ConfigError
-from common.modulation import Modulation, byte_budget, proportional_alpha
+from common.link.budget import LinkDefaults, byte_budget, n_max
+from common.modulation import Modulation
 from common.wire import payload as wire
+
+#: The reference modulation of the proportional alpha policy (alpha = dims at 256QAM).
+REFERENCE = Modulation.QAM256
 
 
 class AlphaPolicy(enum.StrEnum):
@@ -38,8 +42,9 @@ class LinkPolicy(enum.StrEnum):
     AMC = "amc"
 
 
-#: The alpha policies by name.
-POLICIES = tuple(p.value for p in AlphaPolicy)
+def proportional_alpha(dims: int, modulation: Modulation) -> int:
+    """``round(dims * bits(mod) / bits(256QAM))``, at least 1: 200 at 256QAM, 150 at 64QAM."""
+    return max(1, round(dims * modulation.bits_per_symbol / REFERENCE.bits_per_symbol))
 
 
 @dataclass(frozen=True)
@@ -88,7 +93,7 @@ def make_plan(state: LinkState, dims: int, link: LinkDefaults, value_type: wire.
             raise ConfigError(f"alpha {alpha} exceeds the bundle's {dims} PCA dimensions")
     else:
         alpha = min(dims, proportional_alpha(dims, state.modulation))
-    n = wire.n_max(b_max, link.t, alpha, value_type)
+    n = n_max(b_max, link.t, alpha, value_type)
     if link.t == 0 and n == 0:
         raise BudgetError(f"B_max={b_max} bytes holds no vector of alpha={alpha}")
     return LinkPlan(state.modulation, b_max, alpha, link.t, n, value_type)

@@ -13,8 +13,8 @@ import pytest
 
 from common.bench.modem import bench_modem_main
 from common.errors import ConfigError
+from common.link.amc import DEFAULT_THRESHOLDS, AmcPolicy, threshold_table
 from common.modulation import Modulation
-from common.phy.amc import DEFAULT_THRESHOLDS, AmcPolicy, threshold_table
 from common.phy.theory import ber_awgn
 
 B, Q, M16, M64, M256 = (Modulation.BPSK, Modulation.QPSK, Modulation.QAM16, Modulation.QAM64,
