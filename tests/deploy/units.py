@@ -16,9 +16,6 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
-
-import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 INSTALL = ROOT / "deploy" / "install.sh"
@@ -124,37 +121,6 @@ def code_dir(scratch: Path) -> Path:
 def install(role: str, *args: str, root: Path, code: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(INSTALL), role, *args, "--root", str(root), "--code", str(code)],
                           capture_output=True, text=True, timeout=120, check=False)
-
-
-def drop_unknown_settings(path: Path, cls: type[Any]) -> list[str]:
-    """Remove from the YAML file ``path`` the keys ``cls`` (a config dataclass) does not know.
-
-    install.sh writes the settings agreed for issue 16 (security.monitor_allow, prometheus_cert,
-    ctl.yaml's tx_monitor ...) whether or not this checkout has them yet; the caller fails on a
-    non-empty answer once everything else has been checked.
-    """
-    import typing
-
-    def prune(values: dict[str, Any], klass: type[Any], where: str) -> list[str]:
-        fields = {f.name: f for f in dataclasses.fields(klass)}
-        hints = typing.get_type_hints(klass)
-        dropped = []
-        for key in list(values):
-            if key not in fields:
-                dropped.append(f"{where}{key}")
-                del values[key]
-                continue
-            hint = hints[key]
-            inner = [a for a in (*typing.get_args(hint), hint) if isinstance(a, type) and dataclasses.is_dataclass(a)]
-            if isinstance(values[key], dict) and inner:
-                dropped += prune(values[key], inner[0], f"{where}{key}.")
-        return dropped
-
-    values = yaml.safe_load(path.read_text())
-    dropped = prune(values, cls, "")
-    if dropped:
-        path.write_text(yaml.safe_dump(values, sort_keys=False))
-    return dropped
 
 
 def start_service(unit: Path, netns: str, log: Path, ready: str, timeout: float = 90) -> subprocess.Popen[bytes]:
