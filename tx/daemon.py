@@ -272,8 +272,9 @@ class TxDaemon:
     # -- batches -------------------------------------------------------------------------
 
     def _build_and_send(self, now: int) -> None:
+        # The held plan: every change of the link state (control, AMC) replaces it at once.
+        plan = self.plan
         try:
-            plan = make_plan(self.state, self.bundle.dims, self.link, self.value_type)
             try:
                 batch = self._build(plan)
             except ShiftError as exc:
@@ -286,7 +287,7 @@ class TxDaemon:
                 self.builder.shift = Shift("")
                 batch = self._build(plan)
         except (BudgetError, ConfigError) as exc:
-            # Only reachable through a control change validated against an older plan.
+            # The plan was validated when it was made: a builder that still refuses it is a bug.
             log.error("batch_not_built", detail=str(exc))
             self.paused = True
             return
