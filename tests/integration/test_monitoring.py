@@ -195,7 +195,9 @@ def test_tx_says_on_its_stream_when_rx_is_unreachable_and_when_it_stops(digits_b
     sub.setsockopt(zmq.SUBSCRIBE, b"event")
     sub.connect(tx_mon)
     tx = Daemon("tx", ["--dataset", "digits", "--bundle", str(digits_bundle_dir), "--endpoint", data,
-                       "--control", ep(), "--monitor", tx_mon, "--hello-timeout", "4"], tmp_path / "tx.log")
+                       "--control", ep(), "--monitor", tx_mon, "--hello-timeout", "8"], tmp_path / "tx.log")
+    # TX says rx_unreachable at once and every 5 s: the first may go before this subscriber has
+    # joined (a PUB keeps nothing for late joiners), the one at 5 s cannot.
     events: list[dict[str, object]] = []
 
     def drain() -> bool:
