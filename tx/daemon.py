@@ -142,7 +142,8 @@ class TxDaemon:
             self.telemetry.heartbeat(self.monitor_status)
             now = monotonic_ns()
             # Every link does its due work; one that built a batch may have more to build at once.
-            if [link for link in self.links if link.work(now)]:
+            built = [link.work(now) for link in self.links]
+            if any(built):
                 continue
             if self.fatal:
                 break

@@ -145,7 +145,7 @@ class Link:
         self.scores = Scoreboard(self.counters)
         self.clock = OffsetTracker(config.clock_probe_interval_s)
         self.next_batch = 0
-        self._begun_ns = 0
+        self._begun_ns = clock()  # ``begin`` sets it again when the daemon's loop starts
         self._hello_due = 0
         self._next_build_ns = 0
         self._last_unreachable_log = 0
