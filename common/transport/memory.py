@@ -13,6 +13,7 @@ from typing import ClassVar
 import numpy as np
 import numpy.typing as npt
 
+from common.clock import monotonic_ns
 from common.errors import Unreachable
 from common.transport.base import (
     Bearer,
@@ -52,13 +53,25 @@ class MemoryBearer(Bearer):
 
 
 class MemoryWire:
-    """One end of an in-memory wire: ``send`` queues on the peer's inbox."""
+    """One end of an in-memory wire: ``send`` queues on the peer's inbox.
 
-    def __init__(self, name: str) -> None:
+    It stands in for TX's ``DealerWire`` too: ``rebuild`` counts rebuilds and stamps
+    ``built_ns`` from ``clock`` (tests inject theirs); there is no socket to poll.
+    """
+
+    #: Nothing to poll: ``recv`` reads the inbox.
+    socket: None = None
+
+    def __init__(self, name: str, *, clock: Callable[[], int] = monotonic_ns) -> None:
         self.name = name
         self.inbox: deque[list[bytes]] = deque()
         self.peer: MemoryWire | None = None
         self.connected = True
+        self.clock = clock
+        #: When this end was last (re)built, and how often it was rebuilt.
+        self.built_ns = clock()
+        self.rebuilds = 0
+        self.closed = False
 
     def send(self, frames: Sequence[bytes | memoryview]) -> None:
         if self.peer is None or not self.peer.connected:
@@ -67,6 +80,15 @@ class MemoryWire:
 
     def recv(self) -> list[bytes] | None:
         return self.inbox.popleft() if self.inbox else None
+
+    def rebuild(self) -> None:
+        """A fresh end, as TX's Lazy Pirate makes one: what was queued for this end is dropped."""
+        self.inbox.clear()
+        self.rebuilds += 1
+        self.built_ns = self.clock()
+
+    def close(self) -> None:
+        self.closed = True
 
 
 def memory_pair() -> tuple[MemoryWire, MemoryWire]:

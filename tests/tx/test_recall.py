@@ -17,6 +17,7 @@ from tests.procs import metrics
 from tx.config import TxConfig
 from tx.daemon import TxDaemon
 from tx.journal import Entry, Journal, entry_labels
+from tx.link import Link
 
 LABELS = np.array([1, 2, 3, 4], dtype=np.int64)
 
@@ -28,7 +29,7 @@ def _report(batch_id: int, run: str | None, predictions: list[int]) -> messages.
 
 
 @pytest.fixture
-def daemon(digits_bundle: Bundle, tmp_path: Path) -> Iterator[TxDaemon]:
+def link(digits_bundle: Bundle, tmp_path: Path) -> Iterator[Link]:
     earlier = Journal(tmp_path / "tx.jsonl.journal")  # what a killed run left beside its metrics
     for batch_id in (0, 1, 2):
         earlier.put(Entry("killed", batch_id, 100 + batch_id, entry_labels(LABELS), {"batch": batch_id, "alpha": 40}))
@@ -36,35 +37,35 @@ def daemon(digits_bundle: Bundle, tmp_path: Path) -> Iterator[TxDaemon]:
                       gpsd="off", metrics_out=str(tmp_path / "tx.jsonl"))
     tx = TxDaemon(config, digits_bundle, load_dataset("digits"))
     try:
-        yield tx
+        yield tx.link  # the daemon's one receiver: the journal's batches are recalled from it
     finally:
         tx.close()
 
 
 def test_an_earlier_runs_reports_are_scored_and_this_runs_batch_of_the_same_id_untouched(
-        daemon: TxDaemon, tmp_path: Path) -> None:
+        link: Link, tmp_path: Path) -> None:
     """Defect 19: the killed run's batches are recalled by run; batch 0 of this run is another batch."""
-    assert sorted(daemon.recalls) == [("killed", 0), ("killed", 1), ("killed", 2)]
-    current = daemon.inflight.add(daemon._build(daemon.plan))  # this run's batch 0, in flight
+    assert sorted(link.recalls) == [("killed", 0), ("killed", 1), ("killed", 2)]
+    current = link.inflight.add(link.build())  # this run's batch 0, in flight
     assert current.batch_id == 0
 
-    daemon._dispatch(_report(0, "killed", [1, 2, 0, 0xFF]), 0)  # 2 right, 1 wrong, 1 not delivered
-    daemon._dispatch(messages.ErrorReply(messages.RECALL_UNKNOWN, "none here", 1, run="killed"), 0)
-    daemon._dispatch(_report(0, "someone-else", [1, 2, 3, 4]), 0)  # no such recall: stale
-    daemon._dispatch(_report(2, "killed", [1, 2]), 0)  # the journal holds 4 labels: refused
+    link.on_reply(_report(0, "killed", [1, 2, 0, 0xFF]), 0)  # 2 right, 1 wrong, 1 not delivered
+    link.on_reply(messages.ErrorReply(messages.RECALL_UNKNOWN, "none here", 1, run="killed"), 0)
+    link.on_reply(_report(0, "someone-else", [1, 2, 3, 4]), 0)  # no such recall: stale
+    link.on_reply(_report(2, "killed", [1, 2]), 0)  # the journal holds 4 labels: refused
 
-    assert daemon.inflight.get(0) is current and daemon.counters["lost"] == 0
-    assert daemon.recalls == {} and daemon.finished() is False  # still this run's batch in flight
-    assert daemon.counters["recovered"] == 1 and daemon.counters["recovered_lost"] == 2
-    assert daemon.counters["stale_reports"] == 1
-    daemon.metrics.close()
+    assert link.inflight.get(0) is current and link.counters["lost"] == 0
+    assert link.recalls == {} and link.finished() is False  # still this run's batch in flight
+    assert link.counters["recovered"] == 1 and link.counters["recovered_lost"] == 2
+    assert link.counters["stale_reports"] == 1
+    link.station.metrics.close()
     rows = {r["batch"]: r for r in metrics(tmp_path / "tx.jsonl")}
-    assert all(r["recovered"] and r["recovered_from"] == "killed" and r["run"] == daemon.run_id for r in rows.values())
+    assert all(r["recovered"] and r["recovered_from"] == "killed" and r["run"] == link.run_id for r in rows.values())
     assert (rows[0]["status"], rows[0]["accuracy"], rows[0]["n_test_delivered"]) == ("ok", 2 / 3, 3)
     assert rows[0]["attempts"] is None and rows[0]["alpha"] == 40
     assert rows[1]["status"] == "lost" and "no report" in rows[1]["reason"]
     assert rows[2]["status"] == "lost" and "4 test labels" in rows[2]["reason"]
     # What is left in the journal is this run's batch 0 alone (journaled at its first send).
     assert [e.key for e in Journal(tmp_path / "tx.jsonl.journal").load()] == []
-    daemon._send(current, 0)
-    assert [e.key for e in Journal(tmp_path / "tx.jsonl.journal").load()] == [(daemon.run_id, 0)]
+    link.send(current, 0)
+    assert [e.key for e in Journal(tmp_path / "tx.jsonl.journal").load()] == [(link.run_id, 0)]

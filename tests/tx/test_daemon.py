@@ -1,0 +1,62 @@
+"""The TX daemon around its link: status composed from the link and the control socket, control
+commands reaching the link, a control request that fails costing that request only."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import zmq
+
+from common.data.spec import load_dataset
+from common.ml.bundle import Bundle
+from common.runtime import free_tcp_port
+from tx.config import TxConfig
+from tx.control import ControlRequest, decode_reply
+from tx.daemon import TxDaemon
+
+#: The status fields ``semalign ctl status``, ``watch`` and Prometheus read, in their order.
+STATUS_KEYS = ["rx_ready", "paused", "policy", "link_policy", "transport", "shift", "shift_error", "next_batch",
+               "built", "acked", "lost", "resends", "inflight", "accuracy", "run", "recalling", "recovered",
+               "recovered_lost", "reconnects", "control_refused", "refused"]
+
+
+@pytest.fixture
+def daemon(digits_bundle: Bundle, tmp_path: Path) -> Iterator[TxDaemon]:
+    config = TxConfig(endpoint=f"tcp://127.0.0.1:{free_tcp_port()}", control=f"tcp://127.0.0.1:{free_tcp_port()}",
+                      gpsd="off", metrics_out=str(tmp_path / "tx.jsonl"))
+    tx = TxDaemon(config, digits_bundle, load_dataset("digits"))
+    try:
+        yield tx
+    finally:
+        tx.close()
+
+
+def test_status_is_the_links_figures_then_the_control_sockets(daemon: TxDaemon) -> None:
+    status = daemon.status()
+    assert list(status) == STATUS_KEYS
+    assert status["run"] == daemon.run_id == daemon.link.run_id
+    assert status["refused"] == {"control": 0, "monitor": 0}
+    monitor = daemon.monitor_status()
+    assert monitor["plan"] == daemon.link.plan.as_dict() and monitor["endpoint"] == daemon.config.endpoint
+
+
+def test_control_requests_reach_the_link_and_a_bad_one_costs_itself_only(daemon: TxDaemon) -> None:
+    ctx = zmq.Context.instance()
+    client = ctx.socket(zmq.REQ)
+    client.setsockopt(zmq.LINGER, 0)
+    client.connect(daemon.control_endpoint)
+    try:
+        for request, ok in ((ControlRequest("set-alpha", 10**6), False), (ControlRequest("pause"), True)):
+            client.send(request.encode())
+            for _ in range(100):  # bounded: the daemon's poll answers within one POLL_MS
+                daemon._poll()
+                if client.poll(0):
+                    break
+            reply = decode_reply(client.recv())
+            assert reply["ok"] is ok
+        assert reply["status"]["paused"] is True and daemon.link.paused
+        assert daemon.counters["control_errors"] == 1
+    finally:
+        client.close(0)
