@@ -107,15 +107,35 @@ def service_python() -> tuple[str, list[str]]:
 
 def code_dir(scratch: Path) -> Path:
     """A stand-in for the clone the units run (/opt/semalign): its .venv/bin/semalign runs this
-    checkout's code as the service user can."""
+    checkout's code as the service user can.
+
+    The checkout and its site-packages may sit where only root can enter (a CI clone in a 0700
+    temporary directory), so the service sees them through read-only bind mounts made in its
+    own mount namespace (``start_service``), at ``code/lib/N``; nothing is copied, and nothing is
+    mounted where this process or a clean-up of ``scratch`` could reach it.
+    """
     python, paths = service_python()
     code = scratch / "code"
+    targets = [code / "lib" / str(i) for i in range(len(paths))]
+    for target in targets:
+        target.mkdir(parents=True, exist_ok=True)
     exe = code / ".venv" / "bin" / "semalign"
     exe.parent.mkdir(parents=True, exist_ok=True)
-    exe.write_text(f'#!/bin/sh\nPYTHONPATH={shlex.quote(":".join(paths))} exec {shlex.quote(python)} '
-                   f'-m common.cli "$@"\n')
+    # Root (the operator's commands in the rehearsal) imports from the paths themselves; the
+    # service user cannot enter them (Python skips such entries) and finds the mounts.
+    search = ":".join([*paths, *map(str, targets)])
+    exe.write_text(f'#!/bin/sh\nPYTHONPATH={shlex.quote(search)} exec {shlex.quote(python)} -m common.cli "$@"\n')
     exe.chmod(0o755)
     return code
+
+
+def code_mounts(argv0: str) -> list[tuple[str, str]]:
+    """(source, target) bind mounts the stand-in clone at ``argv0``'s ``.venv/bin`` needs, if any."""
+    lib = Path(argv0).parents[2] / "lib"
+    if not lib.is_dir():
+        return []
+    _, paths = service_python()
+    return [(path, str(lib / str(i))) for i, path in enumerate(paths)]
 
 
 def install(role: str, *args: str, root: Path, code: Path) -> subprocess.CompletedProcess[str]:
@@ -132,7 +152,14 @@ def start_service(unit: Path, netns: str, log: Path, ready: str, timeout: float 
     from tests.procs import wait_for
 
     service = Service.from_unit(unit)
-    proc = spawn(["ip", "netns", "exec", netns, *service.command()], log, env={}, cwd=service.working_directory)
+    command = service.command()
+    mounts = code_mounts(service.argv[0])
+    if mounts:
+        # A private mount namespace for this service alone: the mounts die with it.
+        script = " && ".join(f"mount --bind -o ro {shlex.quote(src)} {shlex.quote(dst)}" for src, dst in mounts)
+        command = ["unshare", "--mount", "--propagation", "private", "sh", "-c", f'{script} && exec "$@"', "sh",
+                   *command]
+    proc = spawn(["ip", "netns", "exec", netns, *command], log, env={}, cwd=service.working_directory)
     wait_for(lambda: ready in log.read_text(errors="replace") or proc.poll() is not None, timeout,
              f"{unit.name}: {ready!r} in its log")
     assert proc.poll() is None, f"{unit.name} exited {proc.returncode}:\n{log.read_text(errors='replace')[-3000:]}"
