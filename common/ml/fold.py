@@ -26,12 +26,28 @@ from common.ml.pca import PCACodec
 FOLD_CACHE = 16
 
 
+def _stamp(tensor: torch.Tensor) -> int | torch.Tensor:
+    """What tells whether ``tensor`` was written since: its in-place version counter, or for a
+    tensor that trains a copy of it (a fused optimizer step writes without counting)."""
+    return tensor.detach().clone() if tensor.requires_grad else tensor._version
+
+
+def _unchanged(tensor: torch.Tensor, stamp: int | torch.Tensor) -> bool:
+    if isinstance(stamp, torch.Tensor):
+        return tensor.requires_grad and torch.equal(tensor.detach(), stamp)
+    return not tensor.requires_grad and tensor._version == stamp
+
+
 @dataclass
 class _Folded:
-    weight: torch.Tensor  # the layer's weight tensor the fold was made from (identity check)
-    version: tuple[int, int]  # its and its bias's in-place version counters then
-    w: torch.Tensor  # [out, alpha] W C^T
-    b: torch.Tensor  # [out] W mu + b
+    sources: tuple[torch.Tensor, ...]  # the tensors the fold was made from (held, so ids stay theirs)
+    stamps: tuple[int | torch.Tensor, ...]  # and their ``_stamp`` then
+    w: torch.Tensor  # [out, alpha]
+    b: torch.Tensor  # [out]
+
+    def fresh(self, sources: tuple[torch.Tensor, ...]) -> bool:
+        return (len(sources) == len(self.sources) and all(s is t for s, t in zip(sources, self.sources, strict=True))
+                and all(_unchanged(t, st) for t, st in zip(sources, self.stamps, strict=True)))
 
 
 class Basis:
@@ -72,42 +88,61 @@ class Basis:
         self.reconstruct_ns += monotonic_ns() - start
         return images
 
-    @torch.no_grad()
     def fold(self, layer: nn.Linear | LoRALinear, alpha: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The first layer over coefficients: weight [out, alpha] and bias [out].
 
-        The frozen part is cached per layer and alpha (recomputed when its weights are written
-        in place); an unmerged adapter's update ``scaling B A`` is folded on every call, as
-        training moves it: ``(B A) C^T = B (A C^T)`` costs rank/out of the base's fold.
+        Cached per layer and alpha, and made again when any of its tensors was written since (a
+        fit, a bank start, a merge: see ``_stamp``). An unmerged adapter's update
+        ``scaling B A`` is folded as ``B (A C^T)`` onto the base's fold, which stays cached
+        while only the adapter trains.
         """
         start = monotonic_ns()
-        base = layer.base_layer if isinstance(layer, LoRALinear) else layer
-        w, b = self._fold_base(base, alpha)
         if isinstance(layer, LoRALinear) and not layer.merged:
-            basis = self.components[:alpha]
-            a_folded = layer.lora_A @ basis.T  # [r, alpha]
-            a_mean = layer.lora_A @ self.mean  # [r]
-            w = torch.addmm(w, layer.lora_B, a_folded, alpha=layer.scaling)
-            b = torch.addmv(b, layer.lora_B, a_mean, alpha=layer.scaling)
+            a, b_up = layer.lora_A, layer.lora_B
+            sources = (*_tensors(layer.base_layer), a, b_up)
+            hit = self._get((id(a), alpha), sources)
+            if hit is None:
+                w, b = self._fold_base(layer.base_layer, alpha)
+                with torch.no_grad():
+                    w = torch.addmm(w, b_up, a @ self.components[:alpha].T, alpha=layer.scaling)
+                    b = torch.addmv(b, b_up, a @ self.mean, alpha=layer.scaling)
+                hit = self._put((id(a), alpha), sources, w, b)
+            w, b = hit.w, hit.b
+        else:
+            w, b = self._fold_base(layer.base_layer if isinstance(layer, LoRALinear) else layer, alpha)
         self.fold_ns += monotonic_ns() - start
         return w, b
 
+    @torch.no_grad()
     def _fold_base(self, layer: nn.Linear, alpha: int) -> tuple[torch.Tensor, torch.Tensor]:
-        weight, bias = layer.weight, layer.bias
-        version = (weight._version, -1 if bias is None else bias._version)
-        key = (id(weight), alpha)
+        sources = _tensors(layer)
+        hit = self._get((id(layer.weight), alpha), sources)
+        if hit is None:
+            w = layer.weight.detach() @ self.components[:alpha].T
+            b = layer.weight.detach() @ self.mean
+            if layer.bias is not None:
+                b += layer.bias.detach()
+            hit = self._put((id(layer.weight), alpha), sources, w, b)
+        return hit.w, hit.b
+
+    def _get(self, key: tuple[int, int], sources: tuple[torch.Tensor, ...]) -> _Folded | None:
         hit = self._cache.get(key)
-        if hit is not None and hit.weight is weight and hit.version == version:
-            self._cache.move_to_end(key)
-            return hit.w, hit.b
-        w = weight.detach() @ self.components[:alpha].T
-        b = weight.detach() @ self.mean
-        if bias is not None:
-            b += bias.detach()
-        self._cache[key] = _Folded(weight, version, w, b)
+        if hit is None or not hit.fresh(sources):
+            return None
+        self._cache.move_to_end(key)
+        return hit
+
+    def _put(self, key: tuple[int, int], sources: tuple[torch.Tensor, ...], w: torch.Tensor,
+             b: torch.Tensor) -> _Folded:
+        folded = self._cache[key] = _Folded(sources, tuple(_stamp(t) for t in sources), w, b)
+        self._cache.move_to_end(key)
         while len(self._cache) > FOLD_CACHE:
             self._cache.popitem(last=False)
-        return w, b
+        return folded
+
+
+def _tensors(layer: nn.Linear) -> tuple[torch.Tensor, ...]:
+    return (layer.weight,) if layer.bias is None else (layer.weight, layer.bias)
 
 
 class Coefficients:
