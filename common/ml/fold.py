@@ -21,8 +21,8 @@ from common.clock import monotonic_ns
 from common.ml.lora import LoRALinear
 from common.ml.pca import PCACodec
 
-#: Folded base weights kept, by layer and alpha: a working model, its start model and the
-#: alphas in use; an ``e2e`` model is new each batch and falls out first.
+#: Folds (and merged later layers) kept, by layer and alpha: a working model, its start model
+#: and the alphas in use; an ``e2e`` model is new each batch and falls out first.
 FOLD_CACHE = 16
 
 
@@ -42,8 +42,8 @@ def _unchanged(tensor: torch.Tensor, stamp: int | torch.Tensor) -> bool:
 class _Folded:
     sources: tuple[torch.Tensor, ...]  # the tensors the fold was made from (held, so ids stay theirs)
     stamps: tuple[int | torch.Tensor, ...]  # and their ``_stamp`` then
-    w: torch.Tensor  # [out, alpha]
-    b: torch.Tensor  # [out]
+    w: torch.Tensor  # [out, alpha] (a later layer's: [out, in])
+    b: torch.Tensor | None  # [out]
 
     def fresh(self, sources: tuple[torch.Tensor, ...]) -> bool:
         return (len(sources) == len(self.sources) and all(s is t for s, t in zip(sources, self.sources, strict=True))
@@ -107,11 +107,29 @@ class Basis:
                     w = torch.addmm(w, b_up, a @ self.components[:alpha].T, alpha=layer.scaling)
                     b = torch.addmv(b, b_up, a @ self.mean, alpha=layer.scaling)
                 hit = self._put((id(a), alpha), sources, w, b)
-            w, b = hit.w, hit.b
+            w = hit.w
+            assert hit.b is not None  # a fold always has a bias: W1 mu
+            b = hit.b
         else:
             w, b = self._fold_base(layer.base_layer if isinstance(layer, LoRALinear) else layer, alpha)
         self.fold_ns += monotonic_ns() - start
         return w, b
+
+    def weights(self, layer: nn.Linear | LoRALinear) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """A later layer's weight and bias with an unmerged adapter's update merged in (cached as
+        folds are): one matmul where ``LoRALinear.forward`` makes three; the layer is not written."""
+        if not isinstance(layer, LoRALinear):
+            return layer.weight, layer.bias
+        base = layer.base_layer
+        if layer.merged:
+            return base.weight, base.bias
+        sources = (*_tensors(base), layer.lora_A, layer.lora_B)
+        hit = self._get((id(layer.lora_A), 0), sources)
+        if hit is None:
+            with torch.no_grad():
+                w = torch.addmm(base.weight, layer.lora_B, layer.lora_A, alpha=layer.scaling)
+            hit = self._put((id(layer.lora_A), 0), sources, w, base.bias)
+        return hit.w, hit.b
 
     @torch.no_grad()
     def _fold_base(self, layer: nn.Linear, alpha: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -123,6 +141,7 @@ class Basis:
             if layer.bias is not None:
                 b += layer.bias.detach()
             hit = self._put((id(layer.weight), alpha), sources, w, b)
+        assert hit.b is not None  # a fold always has a bias: W1 mu
         return hit.w, hit.b
 
     def _get(self, key: tuple[int, int], sources: tuple[torch.Tensor, ...]) -> _Folded | None:
@@ -133,7 +152,7 @@ class Basis:
         return hit
 
     def _put(self, key: tuple[int, int], sources: tuple[torch.Tensor, ...], w: torch.Tensor,
-             b: torch.Tensor) -> _Folded:
+             b: torch.Tensor | None) -> _Folded:
         folded = self._cache[key] = _Folded(sources, tuple(_stamp(t) for t in sources), w, b)
         self._cache.move_to_end(key)
         while len(self._cache) > FOLD_CACHE:
@@ -210,5 +229,11 @@ def forward(model: nn.Module, x: Inputs) -> torch.Tensor:
         out = model(x.images())
         return out
     w, b = x.basis.fold(net[0], x.alpha)
-    out = net[1:](F.linear(x.z, w, b))
+    out = F.linear(x.z, w, b)
+    for layer in list(net)[1:]:
+        if isinstance(layer, (nn.Linear, LoRALinear)):
+            weight, bias = x.basis.weights(layer)
+            out = F.linear(out, weight, bias)
+        else:
+            out = layer(out)
     return out
