@@ -77,10 +77,11 @@ class Receiver:
         return self.adapter.reset(alpha)
 
     def warm_up(self) -> float:
-        """Run one tiny fit and predict so lazy torch initialisation is not billed to batch 0's C."""
+        """Run one tiny fit and predict so lazy torch initialisation is not billed to batch 0's C;
+        on coefficients, as batches come, so the folded and the reconstructing paths both run."""
         start = monotonic_ns()
         gen = torch.Generator().manual_seed(0)
-        x = torch.rand(8, self.bundle.meta.input_dim, generator=gen)
+        x = self.basis.coefficients(torch.randn(8, self.bundle.dims, generator=gen).numpy())
         y = torch.randint(0, self.bundle.meta.num_classes, (8,), generator=gen)
         self.adapter.warm_up(x, y)
         return (monotonic_ns() - start) / 1e9
