@@ -132,6 +132,19 @@ class Basis:
         return hit.w, hit.b
 
     @torch.no_grad()
+    def fold_adapter(self, layer: LoRALinear, alpha: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """A first layer's adapter input over coefficients: ``A C^T`` [r, alpha] and ``A mu`` [r]
+        (cached until A is written), so ``x A^T = z (A C^T)^T + A mu``."""
+        start = monotonic_ns()
+        a = layer.lora_A
+        hit = self._get((id(a), -alpha), (a,))
+        if hit is None:
+            hit = self._put((id(a), -alpha), (a,), a @ self.components[:alpha].T, a @ self.mean)
+        self.fold_ns += monotonic_ns() - start
+        assert hit.b is not None  # made just above with A mu
+        return hit.w, hit.b
+
+    @torch.no_grad()
     def _fold_base(self, layer: nn.Linear, alpha: int) -> tuple[torch.Tensor, torch.Tensor]:
         sources = _tensors(layer)
         hit = self._get((id(layer.weight), alpha), sources)
@@ -237,3 +250,32 @@ def forward(model: nn.Module, x: Inputs) -> torch.Tensor:
         else:
             out = layer(out)
     return out
+
+
+def forward_with_base(model: nn.Module, x: Coefficients) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Logits of ``model`` and of its base weights alone (every adapter off) on ``x``, the two
+    sharing the first layer's base product, the largest of either pass; None when ``model`` is
+    not an MLP whose linear layers are all unmerged ``LoRALinear`` (then call ``forward`` twice).
+    """
+    net = getattr(model, "net", None)
+    if not isinstance(net, nn.Sequential):
+        return None
+    layers = list(net)
+    linear = [m for m in layers if isinstance(m, (nn.Linear, LoRALinear))]
+    if not linear or not all(isinstance(m, LoRALinear) and not m.merged for m in linear):
+        return None
+    first = layers[0]
+    if not isinstance(first, LoRALinear):
+        return None
+    w, b = x.basis.fold(first.base_layer, x.alpha)
+    base = F.linear(x.z, w, b)
+    a_folded, a_mean = x.basis.fold_adapter(first, x.alpha)
+    adapted = base + F.linear(F.linear(x.z, a_folded, a_mean), first.lora_B) * first.scaling
+    for layer in layers[1:]:
+        if isinstance(layer, LoRALinear):
+            weight, bias = x.basis.weights(layer)
+            adapted = F.linear(adapted, weight, bias)
+            base = F.linear(base, layer.base_layer.weight, layer.base_layer.bias)
+        else:
+            adapted, base = layer(adapted), layer(base)
+    return adapted, base

@@ -27,7 +27,7 @@ from common.clock import monotonic_ns
 from common.ml.adapt import FitStats, lora_trainer, predict_classes, train_epochs
 from common.ml.bank import Bank, apply_start
 from common.ml.config import AdaptConfig, AlignPolicy
-from common.ml.fold import Inputs, as_images, forward, rows
+from common.ml.fold import Coefficients, Inputs, as_images, forward, forward_with_base, rows
 from common.ml.lora import LoRALinear, inject_lora, lora_parameters
 from common.ml.model import MLP
 
@@ -146,6 +146,23 @@ class Aligner:
         model.eval()
         return float((forward(model, x).argmax(dim=1) == y).float().mean())
 
+    @torch.inference_mode()
+    def _gate_accuracies(self, x: Inputs, y: torch.Tensor, *, start: bool) -> tuple[float, float | None]:
+        """Accuracy on ``x`` of the working model and, if ``start``, of its start (no adapter).
+
+        Over coefficients the two passes share the first layer's base product: the start model
+        holds exactly the working model's base weights (``_select`` loads both alike).
+        """
+        if start and isinstance(x, Coefficients) and not x.reconstructed:
+            self.model.eval()
+            both = forward_with_base(self.model, x)
+            if both is not None:
+                adapted, base = both
+                return (float((adapted.argmax(dim=1) == y).float().mean()),
+                        float((base.argmax(dim=1) == y).float().mean()))
+        acc = self._accuracy(self.model, x, y)
+        return acc, self._accuracy(self._start_model, x, y) if start else None
+
     def fit(self, x: Inputs, y: torch.Tensor, *, alpha: int, batch: int | None = None,
             seed: int = 0) -> FitStats:
         """Align to ``x`` (images [n, D] float32 or coefficients) with labels ``y`` [n] int64 of a
@@ -173,15 +190,13 @@ class Aligner:
                 slot.seen.popitem(last=False)
         gate_start = monotonic_ns()
         gx, gy = x[: cfg.gate_samples], y[: cfg.gate_samples]  # TX draws them at random
-        acc = self._accuracy(self.model, gx, gy)
+        acc, acc_start = self._gate_accuracies(gx, gy, start=slot.adapter is not None)
         action = "fit"
-        if slot.adapter is not None:
-            acc_start = self._accuracy(self._start_model, gx, gy)
-            if acc < acc_start - cfg.reset_margin:
-                for adapter in self._adapters:
-                    adapter.reset_adapter(gen)
-                slot.forget()
-                acc, action = acc_start, "reset"
+        if acc_start is not None and acc < acc_start - cfg.reset_margin:
+            for adapter in self._adapters:
+                adapter.reset_adapter(gen)
+            slot.forget()
+            acc, action = acc_start, "reset"
         gate = 1.0 - acc / self.heldout
         gate_ns = monotonic_ns() - gate_start
         action, budget = self._decide(slot, gate, n, action)

@@ -10,7 +10,7 @@ from common.data.spec import load_dataset
 from common.ml.adapt import AdaptConfig, Adapter
 from common.ml.bundle import Bundle
 from common.ml.config import AdaptMode, AlignPolicy
-from common.ml.fold import Basis, Coefficients, forward
+from common.ml.fold import Basis, Coefficients, forward, forward_with_base
 from common.ml.lora import inject_lora
 from common.ml.model import load_model
 from common.ml.policy import Aligner
@@ -58,6 +58,23 @@ def test_folded_lora_matches_and_follows_the_adapter(digits_bundle: Bundle, merg
         adapters[0].lora_A.mul_(2.0)
         adapters[0].base_layer.bias.add_(0.5)
         torch.testing.assert_close(forward(model, x), model(images), atol=ATOL, rtol=0)
+
+
+def test_forward_with_base_shares_the_first_layer_and_matches_both_models(digits_bundle: Bundle) -> None:
+    x, images, _ = coefficients(digits_bundle, 30)
+    base = load_model(digits_bundle)
+    model = load_model(digits_bundle)
+    adapters = inject_lora(model, 4, 8.0)
+    with torch.no_grad():
+        for a in adapters:
+            a.lora_B.normal_(0, 0.05, generator=torch.Generator().manual_seed(5))
+        both = forward_with_base(model, x)
+        assert both is not None
+        torch.testing.assert_close(both[0], model(images), atol=ATOL, rtol=0)
+        torch.testing.assert_close(both[1], base(images), atol=ATOL, rtol=0)
+        assert forward_with_base(base, x) is None  # no adapters: nothing to share
+        adapters[1].merge()
+        assert forward_with_base(model, x) is None  # a merged layer holds no base weights apart
 
 
 def test_every_value_type_gives_the_decoded_coefficients(digits_bundle: Bundle) -> None:
