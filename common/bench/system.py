@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
 import statistics
 import sys
 import tempfile
@@ -375,7 +376,93 @@ def bench_rx(
     return out
 
 
+# -- RX's per-batch floor ----------------------------------------------------------------
+
+#: Goal from the issue: RX's compute per batch within this many times its floor.
+GOAL_FLOOR_RATIO = 2.0
+#: RX's per-batch figures, in the order they happen (C is gate + fit, D is classify).
+FLOOR_PARTS = ("parse_s", "reconstruct_s", "fold_s", "gate_s", "fit_s", "classify_s")
+
+
+def bench_floor(dataset_name: str, data_dir: Path | None, bundle_dir: Path, modulation: str,
+                batches: int) -> dict[str, Any]:
+    """RX's per-batch breakdown beside its floor, in one process, batch by batch interleaved.
+
+    The batches are TX's at ``modulation`` (its default plan: alpha, t, N_max); the receiver
+    is the daemon's (``rx.pipeline.Receiver``, adapt defaults, 1 thread). The floor of a batch
+    is parse + one forward pass of the bundle's model over all its received vectors (as
+    float32 coefficients through the folded first layer, folds cached): what any receiver of
+    these bytes must do to classify them. Both are timed on the wall clock and on this
+    thread's CPU clock (torch runs on this thread); the CPU ratio is the one a shared host's
+    load does not move, as time spent waiting for a core is not counted.
+    """
+    import torch
+
+    from common.data.spec import load_dataset
+    from common.link.plan import LinkState, make_plan
+    from common.ml.adapt import AdaptConfig
+    from common.ml.bundle import load_bundle
+    from common.ml.fold import Basis, forward
+    from common.ml.model import load_model
+    from rx.pipeline import Receiver
+
+    bundle = load_bundle(bundle_dir)
+    ds = load_dataset(dataset_name, data_dir)
+    plan = make_plan(LinkState(Modulation.parse(modulation)), bundle.dims, dataset_link(dataset_name),
+                     wire.ValueType.FLOAT32)
+    receiver = Receiver(bundle, AdaptConfig(), threads=1)
+    receiver.warm_up()
+    model, basis = load_model(bundle), Basis(bundle.codec)
+    t, n = plan.t, min(plan.n_max, len(ds.pool.y))
+    rng = np.random.default_rng(plan.alpha)
+
+    def floor(buf: bytes) -> tuple[float, float]:
+        start, cpu = monotonic_ns(), time.thread_time_ns()
+        parsed = receiver.parse(buf)
+        with torch.inference_mode():
+            forward(model, basis.coefficients(parsed.values)).argmax(dim=1)
+        return (monotonic_ns() - start) / NS_PER_S, (time.thread_time_ns() - cpu) / NS_PER_S
+
+    per: dict[str, list[float]] = {k: [] for k in (*FLOOR_PARTS, "total_s", "floor_s", "total_cpu_s", "floor_cpu_s")}
+    actions: dict[str, int] = {}
+    for i in range(batches + 1):  # the first batch warms the folds and is not counted
+        test_idx = rng.choice(len(ds.test.y), t, replace=False)
+        train_idx = rng.choice(len(ds.pool.y), n, replace=False)
+        coeffs = bundle.codec.encode(np.concatenate([ds.test.x[test_idx], ds.pool.x[train_idx]]), plan.alpha)
+        buf = wire.build(coeffs[:t], coeffs[t:], ds.pool.y[train_idx])
+        floor_s, floor_cpu_s = floor(buf)
+        cpu = time.thread_time_ns()
+        o = receiver.process(buf, seed=i, batch=i)
+        total_cpu_s = (time.thread_time_ns() - cpu) / NS_PER_S
+        if i == 0:
+            continue
+        row = {"parse_s": o.parse_s, "reconstruct_s": o.reconstruct_s, "fold_s": o.fold_s, "gate_s": o.fit.gate_s,
+               "fit_s": o.fit.seconds - o.fit.gate_s, "classify_s": o.classify_s}
+        row["total_s"] = o.parse_s + o.reconstruct_s + o.fit.seconds + o.classify_s
+        row["floor_s"] = floor_s
+        row["total_cpu_s"], row["floor_cpu_s"] = total_cpu_s, floor_cpu_s
+        for k, v in row.items():
+            per[k].append(v)
+        actions[o.fit.action] = actions.get(o.fit.action, 0) + 1
+    med = {k: statistics.median(v) for k, v in per.items()}
+    ratios = [c / f for c, f in zip(per["total_s"], per["floor_s"], strict=True)]
+    cpu_ratios = [c / f for c, f in zip(per["total_cpu_s"], per["floor_cpu_s"], strict=True) if f > 0]
+    return {"modulation": modulation, "alpha": plan.alpha, "t": t, "n": n, "batches": batches,
+            "policy": receiver.policy, "actions": actions, **med, "ratio": statistics.median(ratios),
+            "ratio_min": min(ratios), "ratio_max": max(ratios),
+            "cpu_ratio": statistics.median(cpu_ratios) if cpu_ratios else float("nan")}
+
+
 # -- the real daemons --------------------------------------------------------------------
+
+
+def _cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of process ``pid`` so far (/proc/PID/stat)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _status_kb(pid: int, field: str) -> int | None:
@@ -408,6 +495,7 @@ def bench_daemons(
                  "--metrics-out", str(tx_metrics)], workdir / "tx.log")
     deadline = time.monotonic() + DAEMON_TIMEOUT_S
     records: list[dict[str, Any]] = []
+    cpu_first: dict[str, float | None] = {}
     try:
         while len(records) < batches:
             for proc, name in ((rx, "rx"), (tx, "tx")):
@@ -417,6 +505,12 @@ def bench_daemons(
                 raise TransportError(f"daemons served {len(records)} of {batches} batches in {DAEMON_TIMEOUT_S:g} s")
             time.sleep(0.2)
             records = read_metrics(rx_metrics) if rx_metrics.exists() else []
+            if records and not cpu_first:
+                # CPU from here on is per-batch work, not start-up (imports, bundle, warm-up).
+                cpu_first = {"rx": _cpu_s(rx.pid), "tx": _cpu_s(tx.pid)}
+                first_batches = len(records)
+        cpu_last = {"rx": _cpu_s(rx.pid), "tx": _cpu_s(tx.pid)}
+        last_batches = len(read_metrics(rx_metrics))
         # VmHWM is the peak resident set since start; read it while both still run.
         peak = {name: _status_kb(proc.pid, "VmHWM") for proc, name in ((rx, "rx"), (tx, "tx"))}
         rss = {name: _status_kb(proc.pid, "VmRSS") for proc, name in ((rx, "rx"), (tx, "tx"))}
@@ -428,12 +522,19 @@ def bench_daemons(
     span_s = (done[-1] - done[0]) / NS_PER_S
     rate = (len(done) - 1) / span_s if span_s > 0 else float("nan")
     med = {k: statistics.median(r[k] for r in records[:batches])
-           for k in ("latency_finetune_s", "latency_comm_s", "latency_classify_s", "parse_s", "reconstruct_s")}
+           for k in ("latency_finetune_s", "latency_comm_s", "latency_classify_s", "parse_s", "reconstruct_s",
+                     "gate_s", "fold_s", "images_s")}
+    cpu_ms = {}
+    for name in ("rx", "tx"):
+        before, after = cpu_first.get(name), cpu_last[name]
+        counted = last_batches - first_batches
+        cpu_ms[f"{name}_cpu_ms_per_batch"] = (
+            (after - before) * 1e3 / counted if before is not None and after is not None and counted > 0 else None)
     return {
         "modulation": modulation, "batches": len(done), "threads": threads,
         "alpha": records[0]["alpha"], "n_train": records[0]["n_train"],
         "batches_per_s": rate, "rx_peak_mb": (peak["rx"] or 0) / 1024, "tx_peak_mb": (peak["tx"] or 0) / 1024,
-        "rx_rss_mb": (rss["rx"] or 0) / 1024, "tx_rss_mb": (rss["tx"] or 0) / 1024, **med,
+        "rx_rss_mb": (rss["rx"] or 0) / 1024, "tx_rss_mb": (rss["tx"] or 0) / 1024, **med, **cpu_ms,
     }
 
 
@@ -455,6 +556,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", default="1,2", help="torch thread counts of the RX benchmark")
     p.add_argument("--daemon-batches", type=int, default=20)
     p.add_argument("--daemon-threads", type=int, default=1, help="RX daemon --threads")
+    p.add_argument("--floor-batches", type=int, default=50,
+                   help="batches of the in-process RX breakdown beside its floor (daemons section; 0: skip)")
     p.add_argument("--out", type=Path, help="write system.json here")
     return p
 
@@ -467,6 +570,10 @@ def _ints(text: str, name: str) -> tuple[int, ...]:
     if not values:
         raise ConfigError(f"--{name}: expected at least one integer")
     return values
+
+
+def _ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f} ms"
 
 
 def _goal(ok: bool) -> str:
@@ -539,8 +646,24 @@ def system_main(argv: list[str]) -> int:
         print(f"\nreal daemons, {d['modulation']} alpha {d['alpha']} N {d['n_train']}, {d['batches']} batches, "
               f"RX --threads {d['threads']}:\n  peak RSS (VmHWM) RX {d['rx_peak_mb']:.0f} MB "
               f"{_goal(d['rx_peak_mb'] < GOAL_RX_PEAK_MB)} (goal < {GOAL_RX_PEAK_MB:.0f} MB), TX {d['tx_peak_mb']:.0f} MB\n"
-              f"  sustained rate {d['batches_per_s']:.2f} batches/s; median fine-tune {d['latency_finetune_s'] * 1e3:.0f} ms, "
-              f"comm {d['latency_comm_s'] * 1e3:.1f} ms, classify {d['latency_classify_s'] * 1e3:.2f} ms", flush=True)
+              f"  sustained rate {d['batches_per_s']:.2f} batches/s; median fine-tune {d['latency_finetune_s'] * 1e3:.1f} ms "
+              f"(gate {d['gate_s'] * 1e3:.2f}, images {d['images_s'] * 1e3:.2f}), comm {d['latency_comm_s'] * 1e3:.1f} ms, "
+              f"classify {d['latency_classify_s'] * 1e3:.2f} ms; parse {d['parse_s'] * 1e3:.2f} ms, coefficients "
+              f"{d['reconstruct_s'] * 1e3:.2f} ms, folds {d['fold_s'] * 1e3:.2f} ms\n"
+              f"  CPU per batch: RX {_ms(d['rx_cpu_ms_per_batch'])}, TX {_ms(d['tx_cpu_ms_per_batch'])}", flush=True)
+        if args.floor_batches > 0:
+            f = bench_floor(args.dataset, args.data_dir, bundle_dir, args.modulation, args.floor_batches)
+            result["floor"] = f
+            parts = ", ".join(f"{k.removesuffix('_s')} {f[k] * 1e3:.2f}" for k in FLOOR_PARTS)
+            print(f"\nRX per batch beside its floor, in this process ({f['modulation']} alpha {f['alpha']}, t {f['t']} "
+                  f"n {f['n']}, policy {f['policy']}, medians of {f['batches']} batches; actions {f['actions']}):\n"
+                  f"  wall ms: {parts} (fold is part of gate and classify; C = gate + fit)\n"
+                  f"  per batch, wall: RX {f['total_s'] * 1e3:.2f} ms, floor (parse + one forward pass over the "
+                  f"{f['t'] + f['n']} received vectors) {f['floor_s'] * 1e3:.2f} ms, ratio {f['ratio']:.2f} "
+                  f"(batches {f['ratio_min']:.2f}..{f['ratio_max']:.2f})\n"
+                  f"  per batch, this thread's CPU: RX {f['total_cpu_s'] * 1e3:.2f} ms, floor {f['floor_cpu_s'] * 1e3:.2f} ms, "
+                  f"ratio {f['cpu_ratio']:.2f} {_goal(f['cpu_ratio'] <= GOAL_FLOOR_RATIO)} (goal <= {GOAL_FLOOR_RATIO:g})",
+                  flush=True)
     if args.out:
         write_json(args.out, "system.json", result)
     return 0

@@ -20,6 +20,7 @@ from common.clock import monotonic_ns
 from common.errors import AdaptationError
 from common.ml.config import AdaptConfig as AdaptConfig  # re-exported: importers predate ml.config
 from common.ml.config import AdaptMode as AdaptMode
+from common.ml.fold import Inputs, as_images, forward, rows
 from common.ml.lora import LoRALinear, inject_lora, lora_parameters
 from common.ml.model import MLP
 
@@ -38,6 +39,8 @@ class FitStats:
     bank_entry: float | None = None
     #: Accuracy change of the fit on the received vectors held out of it (auto); None: no check.
     holdout_gain: float | None = None
+    #: Of ``seconds``, the gate's scoring of the received vectors (policies only).
+    gate_s: float = 0.0
 
 
 def train_epochs(
@@ -110,12 +113,12 @@ def lora_trainer(model: nn.Module, x: torch.Tensor) -> tuple[nn.Module, torch.Te
 
 
 @torch.inference_mode()
-def predict_classes(model: nn.Module, x: torch.Tensor) -> npt.NDArray[np.uint8]:
-    """Class indices [n] uint8 of ``model`` on ``x`` [n, D], in eval mode."""
-    if x.shape[0] == 0:
+def predict_classes(model: nn.Module, x: Inputs) -> npt.NDArray[np.uint8]:
+    """Class indices [n] uint8 of ``model`` on ``x`` (images [n, D] or coefficients), in eval mode."""
+    if rows(x) == 0:
         return np.zeros(0, dtype=np.uint8)
     model.eval()
-    out: npt.NDArray[np.uint8] = model(x).argmax(dim=1).to(torch.uint8).numpy()
+    out: npt.NDArray[np.uint8] = forward(model, x).argmax(dim=1).to(torch.uint8).numpy()
     return out
 
 
@@ -148,22 +151,24 @@ class Adapter:
         """Nothing is carried across batches, so no alpha resets."""
         return []
 
-    def warm_up(self, x: torch.Tensor, y: torch.Tensor) -> None:
+    def warm_up(self, x: Inputs, y: torch.Tensor) -> None:
         """One fit and predict, so lazy torch initialisation is not billed to a batch (the next
         batch's fit starts from the base again)."""
         self.fit(x, y)
         self.predict(x)
 
-    def fit(self, x: torch.Tensor, y: torch.Tensor, *, alpha: int | None = None, batch: int | None = None,
+    def fit(self, x: Inputs, y: torch.Tensor, *, alpha: int | None = None, batch: int | None = None,
             seed: int = 0) -> FitStats:
-        """Adapt to ``x`` [n, D] float32 with labels ``y`` [n] int64, from the frozen base."""
+        """Adapt to ``x`` (images [n, D] float32 or coefficients) with labels ``y`` [n] int64, from
+        the frozen base; coefficients are reconstructed here, as training needs images."""
         cfg = self.config
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + seed)
         start = monotonic_ns()
-        n = int(x.shape[0])
+        n = rows(x)
         if cfg.mode is AdaptMode.NONE or n == 0:
             self.model = self.base if cfg.mode is not AdaptMode.LORA else self._reset_lora(gen)
             return FitStats((monotonic_ns() - start) / 1e9, 0, 0, float("nan"))
+        x = as_images(x)
         if cfg.mode is AdaptMode.LORA:
             model = self._reset_lora(gen)
             trainer, inputs = lora_trainer(model, x)
@@ -189,6 +194,6 @@ class Adapter:
             adapter.reset_adapter(gen)
         return self._lora_model
 
-    def predict(self, x: torch.Tensor) -> npt.NDArray[np.uint8]:
-        """Class indices [n] uint8 for ``x`` [n, D] under the currently adapted model."""
+    def predict(self, x: Inputs) -> npt.NDArray[np.uint8]:
+        """Class indices [n] uint8 for ``x`` (images [n, D] or coefficients) under the adapted model."""
         return predict_classes(self.model, x)

@@ -16,6 +16,7 @@ import torch
 from common.ml.adapt import Adapter, FitStats
 from common.ml.bank import Bank
 from common.ml.config import AdaptConfig, AdaptMode, AlignPolicy
+from common.ml.fold import Inputs
 from common.ml.model import MLP
 from common.ml.policy import Aligner
 
@@ -28,20 +29,21 @@ class Alignment(Protocol):
         """The policy's name in metrics rows (``reset``, ``continual``, ``bank``, ``auto``, ``e2e``, ``none``)."""
         ...
 
-    def fit(self, x: torch.Tensor, y: torch.Tensor, *, alpha: int, batch: int | None = None,
+    def fit(self, x: Inputs, y: torch.Tensor, *, alpha: int, batch: int | None = None,
             seed: int = 0) -> FitStats:
-        """Adapt to ``x`` [n, D] float32 with labels ``y`` [n] int64 of batch ``batch`` at ``alpha``."""
+        """Adapt to ``x`` (images [n, D] float32, or coefficients reconstructed only if training
+        needs images) with labels ``y`` [n] int64 of batch ``batch`` at ``alpha``."""
         ...
 
-    def predict(self, x: torch.Tensor) -> npt.NDArray[np.uint8]:
-        """Class indices [n] uint8 for ``x`` [n, D] under the model the last fit left."""
+    def predict(self, x: Inputs) -> npt.NDArray[np.uint8]:
+        """Class indices [n] uint8 for ``x`` (images [n, D] or coefficients) under the model the last fit left."""
         ...
 
     def reset(self, alpha: int | None = None) -> list[int]:
         """Forget what was carried across batches for ``alpha`` (every alpha if None); the alphas reset."""
         ...
 
-    def warm_up(self, x: torch.Tensor, y: torch.Tensor) -> None:
+    def warm_up(self, x: Inputs, y: torch.Tensor) -> None:
         """One throwaway fit and predict, so lazy torch initialisation is not billed to a batch."""
         ...
 

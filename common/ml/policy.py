@@ -27,6 +27,7 @@ from common.clock import monotonic_ns
 from common.ml.adapt import FitStats, lora_trainer, predict_classes, train_epochs
 from common.ml.bank import Bank, apply_start
 from common.ml.config import AdaptConfig, AlignPolicy
+from common.ml.fold import Coefficients, Inputs, as_images, forward, forward_with_base, rows
 from common.ml.lora import LoRALinear, inject_lora, lora_parameters
 from common.ml.model import MLP
 
@@ -90,7 +91,7 @@ class Aligner:
         """The policy's name in metrics rows (``continual``, ``bank``, ``auto``)."""
         return self.config.policy.value
 
-    def warm_up(self, x: torch.Tensor, y: torch.Tensor) -> None:
+    def warm_up(self, x: Inputs, y: torch.Tensor) -> None:
         """One fit and predict on a throwaway aligner of the same shape, so lazy torch
         initialisation is not billed to a batch and no state is left behind."""
         Aligner(self.base, self.config, heldout_accuracy=1.0).fit(x, y, alpha=1)
@@ -141,23 +142,43 @@ class Aligner:
         return [(n, m) for n, m in self.base.named_modules() if isinstance(m, nn.Linear)]
 
     @torch.inference_mode()
-    def _accuracy(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    def _accuracy(self, model: nn.Module, x: Inputs, y: torch.Tensor) -> float:
         model.eval()
-        return float((model(x).argmax(dim=1) == y).float().mean())
+        return float((forward(model, x).argmax(dim=1) == y).float().mean())
 
-    def fit(self, x: torch.Tensor, y: torch.Tensor, *, alpha: int, batch: int | None = None,
+    @torch.inference_mode()
+    def _gate_accuracies(self, x: Inputs, y: torch.Tensor, *, start: bool) -> tuple[float, float | None]:
+        """Accuracy on ``x`` of the working model and, if ``start``, of its start (no adapter).
+
+        Over coefficients the two passes share the first layer's base product: the start model
+        holds exactly the working model's base weights (``_select`` loads both alike).
+        """
+        if start and isinstance(x, Coefficients) and not x.reconstructed:
+            self.model.eval()
+            both = forward_with_base(self.model, x)
+            if both is not None:
+                adapted, base = both
+                return (float((adapted.argmax(dim=1) == y).float().mean()),
+                        float((base.argmax(dim=1) == y).float().mean()))
+        acc = self._accuracy(self.model, x, y)
+        return acc, self._accuracy(self._start_model, x, y) if start else None
+
+    def fit(self, x: Inputs, y: torch.Tensor, *, alpha: int, batch: int | None = None,
             seed: int = 0) -> FitStats:
-        """Align to ``x`` [n, D] float32 with labels ``y`` [n] int64 of a batch at ``alpha``."""
+        """Align to ``x`` (images [n, D] float32 or coefficients) with labels ``y`` [n] int64 of a
+        batch at ``alpha``. The gate scores coefficients through the folded first layer;
+        they are reconstructed only when a fit follows (training takes images)."""
         cfg = self.config
         start = monotonic_ns()
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + seed)
         slot = self._select(alpha, gen)
-        n = int(x.shape[0])
+        n = rows(x)
+        gate_ns = 0
 
         def done(action: str, epochs: int = 0, loss: float = float("nan"), gate: float | None = None,
                  trained: int = 0, gain: float | None = None) -> FitStats:
-            return FitStats((monotonic_ns() - start) / 1e9, trained, epochs, loss,
-                            gate=gate, action=action, bank_entry=slot.entry, holdout_gain=gain)
+            return FitStats((monotonic_ns() - start) / 1e9, trained, epochs, loss, gate=gate, action=action,
+                            bank_entry=slot.entry, holdout_gain=gain, gate_s=gate_ns / 1e9)
 
         if batch is not None and batch in slot.seen:
             return done("duplicate")
@@ -167,20 +188,21 @@ class Aligner:
             slot.seen[batch] = None
             while len(slot.seen) > SEEN_BATCHES:
                 slot.seen.popitem(last=False)
+        gate_start = monotonic_ns()
         gx, gy = x[: cfg.gate_samples], y[: cfg.gate_samples]  # TX draws them at random
-        acc = self._accuracy(self.model, gx, gy)
+        acc, acc_start = self._gate_accuracies(gx, gy, start=slot.adapter is not None)
         action = "fit"
-        if slot.adapter is not None:
-            acc_start = self._accuracy(self._start_model, gx, gy)
-            if acc < acc_start - cfg.reset_margin:
-                for adapter in self._adapters:
-                    adapter.reset_adapter(gen)
-                slot.forget()
-                acc, action = acc_start, "reset"
+        if acc_start is not None and acc < acc_start - cfg.reset_margin:
+            for adapter in self._adapters:
+                adapter.reset_adapter(gen)
+            slot.forget()
+            acc, action = acc_start, "reset"
         gate = 1.0 - acc / self.heldout
+        gate_ns = monotonic_ns() - gate_start
         action, budget = self._decide(slot, gate, n, action)
         if budget is None:
             return done(action, gate=gate)
+        x = as_images(x)
         kept = n - budget.hold  # vectors the fit trains on; the rest check it
         hx, hy = x[kept:], y[kept:]
         if budget.hold:
@@ -237,6 +259,6 @@ class Aligner:
                 adapter.lora_A.copy_(a)
                 adapter.lora_B.copy_(b)
 
-    def predict(self, x: torch.Tensor) -> npt.NDArray[np.uint8]:
-        """Class indices [n] uint8 for ``x`` [n, D] under the current alpha's model."""
+    def predict(self, x: Inputs) -> npt.NDArray[np.uint8]:
+        """Class indices [n] uint8 for ``x`` (images [n, D] or coefficients) under the current alpha's model."""
         return predict_classes(self.model, x)

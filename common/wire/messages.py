@@ -194,7 +194,7 @@ class Report:
     n_train: int
     alpha: int
     adapt: str
-    t_b_ns: int  # RX CLOCK_REALTIME when reconstruction finished (the paper's B)
+    t_b_ns: int  # RX CLOCK_REALTIME when the received vectors were ready for the model (the paper's B)
     latency_comm_s: float  # B - A
     latency_finetune_s: float  # C
     latency_classify_s: float  # D

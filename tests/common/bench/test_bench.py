@@ -174,13 +174,28 @@ def test_bench_system_reports_every_section(digits_bundle_dir: Path, tmp_path: P
     assert result["machine"]["cores"] >= 1
 
 
+def test_bench_floor_breaks_rx_down_beside_its_floor(digits_bundle_dir: Path) -> None:
+    from common.bench.system import FLOOR_PARTS, bench_floor
+
+    f = bench_floor("digits", None, digits_bundle_dir, "64qam", 4)
+    assert (f["alpha"], f["t"], f["n"], f["batches"]) == (30, 50, 191, 4)  # digits at 64QAM
+    assert sum(f["actions"].values()) == 4 and f["policy"] == "auto"
+    assert all(f[k] >= 0 for k in FLOOR_PARTS) and f["gate_s"] > 0 and f["classify_s"] > 0
+    # The floor is parse + one forward pass over every received vector; RX does at least a pass
+    # over the test vectors and the gate's, so neither clock can put it at nothing.
+    assert f["floor_s"] > 0 and f["floor_cpu_s"] > 0 and f["ratio"] > 0 and f["cpu_ratio"] > 0
+
+
 @pytest.mark.slow
 def test_bench_system_runs_the_real_daemons(digits_bundle_dir: Path, tmp_path: Path) -> None:
     assert system_main([
         "--dataset", "digits", "--bundle", str(digits_bundle_dir), "--only", "daemons",
-        "--daemon-batches", "3", "--out", str(tmp_path),
+        "--daemon-batches", "3", "--floor-batches", "2", "--out", str(tmp_path),
     ]) == 0
-    d = json.loads((tmp_path / "system.json").read_text())["daemons"]
+    result = json.loads((tmp_path / "system.json").read_text())
+    d = result["daemons"]
+    assert d["gate_s"] >= 0 and d["fold_s"] >= 0 and d["images_s"] >= 0
+    assert result["floor"]["batches"] == 2 and result["floor"]["floor_s"] > 0
     assert d["batches"] == 3 and d["batches_per_s"] > 0
     assert d["rx_peak_mb"] > 50 and d["tx_peak_mb"] > 50
     assert (d["alpha"], d["n_train"]) == (30, 191)  # digits at 64QAM
