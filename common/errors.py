@@ -58,7 +58,7 @@ class ConfigError(SemalignError):
 
 
 class ShiftError(ConfigError):
-    """A ``shift`` spec does not parse, or its ``module:function`` plugin returned bad images."""
+    """A ``shift`` spec does not parse, names no registered plugin, or a plugin failed or returned bad images."""
 
     code = "shift"
 

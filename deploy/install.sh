@@ -120,6 +120,11 @@ copy_tree() {
   mv "$2.new" "$2"
 }
 
+# Host names go into endpoints and the YAML as they are: letters, digits and . - _ : [ ] only.
+for host in "$tx_host" "$rx_host"; do
+  [[ -z $host || $host =~ ^[][A-Za-z0-9._:-]+$ ]] || die "expected a host name or address, got '$host'"
+done
+
 install -d -m 0755 "$root$ETC"
 
 if [ "$role" = op ]; then
@@ -142,6 +147,8 @@ fi
 bundle=$(abs "$bundle" --bundle)
 [ -f "$bundle/metadata.json" ] || die "--bundle: $bundle/metadata.json is missing (not a bundle)"
 dataset=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["dataset"])' "$bundle/metadata.json")
+# The bundle came from another laptop: its dataset name becomes a path and a YAML value here.
+[[ $dataset =~ ^(digits|mnist|fashion-mnist)$ ]] || die "--bundle: metadata.json names an unknown dataset '$dataset'"
 if [ "$role" = tx ]; then
   [ -n "$rx_host" ] || die "tx needs --rx RX_HOST (the RX laptop's name or address)"
   [ -f "$keys/rx.key" ] || die "$keys/rx.key is missing (RX's public key, from the RX laptop)"

@@ -54,7 +54,7 @@ def tls_context(cert: str, key: str, client_ca: str) -> ssl.SSLContext:
 
 
 class MetricsServer:
-    """Serves ``registry`` on ``addr:port`` (any path, GET only); ``port`` is the bound one."""
+    """Serves ``registry`` on ``addr:port`` (any path, GET or HEAD); ``port`` is the bound one."""
 
     def __init__(self, registry: prom.CollectorRegistry, addr: str, port: int, *, max_connections: int = 8,
                  tls: ssl.SSLContext | None = None, deadline_s: float = DEADLINE_S) -> None:
@@ -153,7 +153,7 @@ class MetricsServer:
         lines = head.decode("latin-1").split("\r\n")
         method = lines[0].split(" ", 1)[0]
         if method not in ("GET", "HEAD"):
-            return _response(405, "text/plain", b"only GET\n")
+            return _response(405, "text/plain", b"only GET and HEAD\n")
         accept = ""
         for line in lines[1:]:
             name, _, value = line.partition(":")

@@ -8,6 +8,7 @@ and WorkingDirectory, inside a network namespace of their own.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pwd
 import shlex
@@ -169,11 +170,27 @@ def test_install_op_writes_ctl_yaml_naming_the_operators_own_files(host: dict[st
     (["rx", "--bundle", "{from}"], "metadata.json is missing"),
     (["tx", "--bundle", "{bundle}", "--rx", "h", "--data-dir", "/nonexistent"], "/nonexistent does not exist"),
     (["ops"], "expected the role tx, rx or op first, got 'ops'"),
+    # A host name goes into endpoints and YAML as it is: a newline would add settings.
+    (["op", "--tx", "h\njournal: /etc/passwd", "--rx", "h"], "expected a host name or address"),
+    (["tx", "--bundle", "{bundle}", "--rx", "h;rm"], "expected a host name or address, got 'h;rm'"),
 ])
 def test_install_refuses_what_it_cannot_lay_out(host: dict[str, Path], args: list[str], message: str) -> None:
     argv = [a.format(bundle=host["bundle"], **{"from": host["from"]}) for a in args]
     done = install(argv[0], "--from", str(host["from"]), *argv[1:], root=host["root"], code=host["code"])
     assert done.returncode == 2 and message in done.stderr, done.stderr
+
+
+def test_install_refuses_a_bundle_naming_a_path_as_its_dataset(host: dict[str, Path], tmp_path: Path) -> None:
+    """The bundle comes from the other laptop; its dataset name became a path under /var/lib
+    that install.sh replaced as root (``rm -rf``), and a YAML value."""
+    forged = tmp_path / "forged"
+    shutil.copytree(host["bundle"], forged)
+    meta = json.loads((forged / "metadata.json").read_text())
+    (forged / "metadata.json").write_text(json.dumps({**meta, "dataset": "../../../../etc"}))
+    done = install("rx", "--from", str(host["from"]), "--bundle", str(forged), "--data-dir", str(host["from"]),
+                   root=host["root"], code=host["code"])
+    assert done.returncode == 2 and "unknown dataset '../../../../etc'" in done.stderr, done.stderr
+    assert not (host["root"] / "var/lib/semalign").exists()  # refused before anything was laid out
 
 
 @pytest.mark.parametrize("unit", sorted(UNITS.glob("semalign-*.service")), ids=lambda p: p.name)
