@@ -3,7 +3,7 @@
 prometheus-client's own server spends a thread per connection with no cap and no deadline:
 1,000 idle TCP connections were 1,000 threads and every descriptor of the daemon. Here one
 accept thread hands each connection to a pool of ``max_connections`` workers; a connection
-beyond the cap is closed at once, and each one (TLS handshake included) must be answered
+beyond the cap, or beyond ``MAX_PER_ADDRESS`` from one address, is closed at once, and each one (TLS handshake included) must be answered
 within ``deadline_s`` or its socket is shut down under the worker.
 """
 
@@ -14,6 +14,7 @@ import socket
 import ssl
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -34,6 +35,9 @@ DEADLINE_S = 5.0
 REAP_INTERVAL_S = 0.25
 #: Connections waiting in the kernel's accept queue.
 BACKLOG = 64
+#: Workers one client address may hold at once: a stranger who opens idle connections (no
+#: certificate needed to connect) holds at most this many of the pool, never the operator's scrape.
+MAX_PER_ADDRESS = 2
 
 
 def tls_context(cert: str, key: str, client_ca: str) -> ssl.SSLContext:
@@ -57,14 +61,16 @@ class MetricsServer:
     """Serves ``registry`` on ``addr:port`` (any path, GET or HEAD); ``port`` is the bound one."""
 
     def __init__(self, registry: prom.CollectorRegistry, addr: str, port: int, *, max_connections: int = 8,
-                 tls: ssl.SSLContext | None = None, deadline_s: float = DEADLINE_S) -> None:
+                 tls: ssl.SSLContext | None = None, deadline_s: float = DEADLINE_S,
+                 max_per_address: int = MAX_PER_ADDRESS) -> None:
         if max_connections < 1:
             raise ConfigError(f"prometheus_max_connections: expected an integer >= 1, got {max_connections}")
         self.registry = registry
         self.tls = tls
         self.deadline_s = deadline_s
         self.max_connections = max_connections
-        #: Connections closed at accept because all workers were busy.
+        self.max_per_address = max_per_address
+        #: Connections closed at accept because all workers, or this address's share, were busy.
         self.turned_away = 0
         #: Connections shut down at their deadline (idle, slow, or a stalled handshake).
         self.timed_out = 0
@@ -72,6 +78,8 @@ class MetricsServer:
         #: Open connections (the TLS-wrapped socket once wrapped) and their deadlines, by accept number.
         self._active: dict[int, tuple[socket.socket, float]] = {}
         self._accepted = 0
+        #: Workers held by each client address.
+        self._per_address: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         try:
@@ -97,7 +105,7 @@ class MetricsServer:
         while not self._stop.is_set():
             self._reap()
             try:
-                conn, _ = self._listener.accept()
+                conn, peer = self._listener.accept()
             except TimeoutError:
                 continue
             except OSError:
@@ -106,14 +114,18 @@ class MetricsServer:
                 # EMFILE and the like: wait for a worker to free its descriptor rather than spin.
                 time.sleep(REAP_INTERVAL_S)
                 continue
-            if not self._slots.acquire(blocking=False):
+            address = str(peer[0])
+            with self._lock:
+                crowded = self._per_address[address] >= self.max_per_address
+            if crowded or not self._slots.acquire(blocking=False):
                 self.turned_away += 1
                 conn.close()
                 continue
             self._accepted += 1
             with self._lock:
+                self._per_address[address] += 1
                 self._active[self._accepted] = (conn, time.monotonic() + self.deadline_s)
-            self._pool.submit(self._serve, self._accepted, conn)
+            self._pool.submit(self._serve, self._accepted, conn, address)
 
     def _reap(self) -> None:
         """Shut down connections past their deadline: the blocked worker's read returns at once."""
@@ -124,7 +136,7 @@ class MetricsServer:
                 self.timed_out += 1
                 _shutdown(conn)
 
-    def _serve(self, number: int, conn: socket.socket) -> None:
+    def _serve(self, number: int, conn: socket.socket, address: str) -> None:
         stream: socket.socket = conn
         try:
             conn.settimeout(self.deadline_s)
@@ -146,6 +158,9 @@ class MetricsServer:
         finally:
             with self._lock:
                 self._active.pop(number, None)
+                self._per_address[address] -= 1
+                if not self._per_address[address]:
+                    del self._per_address[address]
             stream.close()
             self._slots.release()
 

@@ -7,6 +7,7 @@ its refusals went uncounted (defect 5).
 
 from __future__ import annotations
 
+import http.client
 import os
 import shutil
 import socket
@@ -151,8 +152,13 @@ def test_idle_connections_to_metrics_cost_neither_threads_nor_descriptors(digits
         assert threads <= threads0 + cap + 1, (threads0, threads)
         assert fds <= fds0 + cap + 2, (fds0, fds)
         # While the stranger still holds its connections: a keyed TX still reaches the data socket,
-        # and a scrape gets through once the held slots meet their deadline.
+        # a scrape from another address is answered at once (the stranger holds its share of the
+        # workers only), and one from the stranger's own address once its held slots time out.
         assert hello(ctx, data)
+        other = http.client.HTTPConnection("127.0.0.1", port, timeout=5, source_address=("127.0.0.2", 0))
+        other.request("GET", "/metrics")
+        assert "semalign_batches_total" in other.getresponse().read().decode()
+        other.close()
         body = wait_for(lambda: scrape(port), 30, "a scrape past the idle connections")
         assert "semalign_batches_total" in body
     finally:

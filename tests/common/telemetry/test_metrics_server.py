@@ -58,10 +58,35 @@ def exporter() -> Exporter:
     e.close()
 
 
-def test_connections_beyond_the_cap_are_closed_at_once_and_a_scrape_follows(exporter: Exporter) -> None:
-    port = exporter.serve(0, max_connections=2)
-    server = exporter._server
-    assert isinstance(server, MetricsServer)
+def connect_from(port: int, source: str) -> socket.socket:
+    """A connection from another loopback address (any 127/8 address is this host's)."""
+    return socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source, 0))
+
+
+def test_one_address_holds_at_most_its_share_and_another_still_gets_in() -> None:
+    """A stranger needs no certificate to open connections: its idle ones hold MAX_PER_ADDRESS
+    workers at most, so the operator's scrape from elsewhere is answered at once."""
+    e = Exporter()
+    server = MetricsServer(e.registry, "127.0.0.1", 0, max_connections=8, max_per_address=2)
+    stranger = [connect_from(server.port, "127.0.0.3") for _ in range(10)]
+    try:
+        assert sum(closed_by_server(s, timeout=2) for s in stranger) == 8
+        assert server.turned_away == 8
+        operator = connect_from(server.port, "127.0.0.2")
+        operator.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert b"200 OK" in operator.recv(65536)
+        operator.close()
+    finally:
+        for s in stranger:
+            s.close()
+        server.close()
+        e.close()
+
+
+def test_connections_beyond_the_cap_are_closed_at_once_and_a_scrape_follows() -> None:
+    e = Exporter()
+    server = MetricsServer(e.registry, "127.0.0.1", 0, max_connections=2, max_per_address=3)
+    port = server.port
     held = [connect(port) for _ in range(2)]
     extra = [connect(port) for _ in range(5)]
     try:
@@ -70,10 +95,19 @@ def test_connections_beyond_the_cap_are_closed_at_once_and_a_scrape_follows(expo
         for s in held:
             s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
             assert b"semalign_batches_total" in s.recv(65536) + s.recv(65536)
-        assert "semalign_batches_total" in scrape(port)
+        assert "semalign_batches_total" in wait_for(lambda: _scraped(port), 5, "a scrape after the held ones")
     finally:
         for s in held + extra:
             s.close()
+        server.close()
+        e.close()
+
+
+def _scraped(port: int) -> str | None:
+    try:
+        return scrape(port, timeout=2)
+    except OSError:
+        return None  # a held connection's worker had not yet let go of its slot
 
 
 def test_an_idle_or_dripping_connection_is_cut_at_its_deadline() -> None:
