@@ -19,6 +19,7 @@ from __future__ import annotations
 import secrets
 import traceback
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import zmq
@@ -38,7 +39,7 @@ from common.wire import messages
 from tx.commands import apply
 from tx.config import TxConfig
 from tx.control import ControlRequest, decode_reply, encode_reply
-from tx.journal import Journal
+from tx.journal import Entry, Journal
 from tx.link import Link, Station
 from tx.shift import load_plugins
 
@@ -55,8 +56,15 @@ EXIT_OK = 0
 EXIT_FATAL = 2
 
 
+#: Builds one receiver's link: (name, its config, its station, the journal's earlier entries).
+MakeLink = Callable[[str, TxConfig, Station, list[Entry]], Link]
+
+
 class TxDaemon:
-    def __init__(self, config: TxConfig, bundle: Bundle, dataset: Dataset, *, ctx: Context | None = None) -> None:
+    """``make_link`` builds each receiver's link (default: over zmq on ``ctx``; tests pass twins)."""
+
+    def __init__(self, config: TxConfig, bundle: Bundle, dataset: Dataset, *, ctx: Context | None = None,
+                 make_link: MakeLink | None = None) -> None:
         if dataset.name != bundle.meta.dataset or dataset.dim != bundle.meta.input_dim:
             raise ConfigError(
                 f"dataset {dataset.name!r} ({dataset.dim} features) does not match the bundle, "
@@ -76,6 +84,8 @@ class TxDaemon:
             log.error("journal_unreadable", detail=str(exc), action="set aside; starting with an empty journal")
             earlier = []
         ctx = ctx or zmq.Context.instance()
+        make_link = make_link or (lambda name, link_config, station, recalled: Link(
+            link_config, station, dataset, recalled=recalled, ctx=ctx, name=name))
         self.metrics = MetricsWriter(config.metrics_out, tags={"run": self.run_id})
         self.sync = SyncMonitor(daemon_sync_config(config.gpsd, config.chrony_socket),
                                 interval_s=config.sync_interval_s, logger=log)
@@ -91,8 +101,7 @@ class TxDaemon:
         self.links: list[Link] = []
         try:
             for name, link_config in config.links():
-                self.links.append(Link(link_config, station.for_receiver(name), dataset, recalled=earlier,
-                                       ctx=ctx, name=name))
+                self.links.append(make_link(name, link_config, station.for_receiver(name), earlier))
         except BaseException:
             self._close_links()
             raise
@@ -178,23 +187,29 @@ class TxDaemon:
                      curve=self.config.security.enabled, journal=self.journal.path and str(self.journal.path),
                      recalling=len(link.recalls), bundle=self.bundle.hash[:12], dataset=self.dataset.name,
                      **rx, **link.plan.as_dict())
-        started = self._started_ns = monotonic_ns()
-        for each in self.links:
-            each.begin(started)
+        self.begin(monotonic_ns())
         self.sync.refresh()
         start_monitor_thread(self.sync, lambda: bool(stop))
         while not stop and not self.fatal and not self.finished():
             self.telemetry.heartbeat(self.monitor_status)
-            now = monotonic_ns()
-            # Every live link does its due work; one that built a batch may have more to build at once.
-            built = [link.work(now) for link in self.live()]
-            self._check_links(now)
-            if any(built):
+            if self.step(monotonic_ns()):
                 continue
             if self.fatal:
                 break
             self._poll()
         return self._finish(stop)
+
+    def begin(self, now: int) -> None:
+        """The loop starts: the receivers have ``hello_timeout_s`` from ``now`` to answer."""
+        self._started_ns = now
+        for link in self.links:
+            link.begin(now)
+
+    def step(self, now: int) -> bool:
+        """Every live link does its due work; True if one built a batch (it may have more at once)."""
+        built = [link.work(now) for link in self.live()]
+        self._check_links(now)
+        return any(built)
 
     def _check_links(self, now: int) -> None:
         """Log a link given up while others go on; with several, TX's own hello timeout."""
@@ -218,7 +233,8 @@ class TxDaemon:
         if self.control in ready:
             self._serve_control()
         for link in live:
-            if link.socket in ready:
+            # A wire with no socket (the in-memory twin) is read each time: recv is a queue's.
+            if link.socket is None or link.socket in ready:
                 link.drain()
 
     def _finish(self, stop: StopFlag) -> int:
