@@ -89,12 +89,12 @@ def format_reply(reply: dict[str, Any]) -> str:
         if isinstance(reply.get(key), dict):
             lines.extend(f"  {k}: {v}" for k, v in reply[key].items() if k != "receivers")
     receivers = reply.get("receivers")
-    # One receiver's status is the one printed above; several each get a block.
-    if isinstance(receivers, dict) and (len(receivers) > 1 or not isinstance(reply.get("status"), dict)):
+    # One receiver's reply is the one printed above; several each get a block.
+    if isinstance(receivers, dict) and len(receivers) > 1:
         for name, each in receivers.items():
             lines.append(f"receiver {name}:")
             if isinstance(each, dict):
-                lines.extend(f"  {k}: {v}" for k, v in each.items() if k not in ("v", "receivers"))
+                lines.extend(f"  {k}: {v}" for k, v in each.items())
     return "\n".join(lines)
 
 

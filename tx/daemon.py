@@ -287,31 +287,29 @@ class TxDaemon:
     def apply(self, req: ControlRequest) -> bytes:
         """Apply a control command to the receiver it names, or to all; from the next batch built.
 
-        The reply names the receiver (``rx``); a command for several carries each one's reply
-        in ``receivers`` and is ok only if every one took it (each that did keeps it).
+        The reply names the receiver (``rx``, a list for several) and carries each one's own
+        reply in ``receivers`` (with its ``status`` where the command reports status); a
+        command for several is ok only if every one took it (each that did keeps it).
         """
         links = self.target(req.rx)
-        if len(links) == 1:
-            reply = decode_reply(apply(links[0], req, self.status))
-            return encode_reply(**{**reply, "rx": links[0].name, **self._status_map(req, reply)})
-        replies: dict[str, dict[str, Any]] = {}
+        own: dict[str, dict[str, Any]] = {}
         for link in links:
             try:
-                reply = decode_reply(apply(link, req, self.status))
+                reply = decode_reply(apply(link, req, link.status))
             except SemalignError as exc:
+                if len(links) == 1:
+                    raise
                 reply = {"ok": False, "error": str(exc), "plan": link.plan.as_dict()}
             reply.pop("v", None)
-            reply.pop("status", None)
-            replies[link.name] = reply
-        failed = [f"{name}: {r['error']}" for name, r in replies.items() if not r["ok"]]
-        message = "; ".join(f"{name}: {r['message']}" for name, r in replies.items() if r["ok"])
+            own[link.name] = reply
+        status = {"status": self.status()} if req.cmd in STATUS_COMMANDS else {}
+        if len(links) == 1:
+            ((name, reply),) = own.items()
+            return encode_reply(**{**reply, **status, "rx": name, "receivers": own})
+        failed = [f"{name}: {r['error']}" for name, r in own.items() if not r["ok"]]
+        message = "; ".join(f"{name}: {r['message']}" for name, r in own.items() if r["ok"])
         return encode_reply(not failed, error="; ".join(failed) or None, message=message,
-                            rx=[link.name for link in links], receivers=replies,
-                            **({"status": self.status()} if req.cmd in STATUS_COMMANDS else {}))
-
-    def _status_map(self, req: ControlRequest, reply: dict[str, Any]) -> dict[str, Any]:
-        """A reply that carries TX's status carries each receiver's too."""
-        return {"receivers": {link.name: link.status() for link in self.links}} if "status" in reply else {}
+                            rx=[link.name for link in links], receivers=own, **status)
 
     def _serve_control(self) -> None:
         """Answer one control request; whatever it holds, it costs that request only."""

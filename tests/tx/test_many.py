@@ -170,8 +170,9 @@ def test_control_reaches_the_receiver_it_names_or_every_one(many: Any) -> None:
     assert {n: r["plan"]["modulation"] for n, r in reply["receivers"].items()} == dict.fromkeys("abc", "qpsk")
 
     reply = m.control(ControlRequest("status", rx="c"))
-    assert reply["rx"] == "c" and set(reply["receivers"]) == {"a", "b", "c"}
-    assert reply["status"]["receivers"]["c"]["next_batch"] == 1
+    assert reply["rx"] == "c" and list(reply["receivers"]) == ["c"]
+    assert reply["receivers"]["c"]["status"]["next_batch"] == reply["status"]["receivers"]["c"]["next_batch"] == 1
+    assert set(reply["status"]["receivers"]) == {"a", "b", "c"}
 
     with pytest.raises(ConfigError, match="unknown receiver 'z': expected one of a, b, c"):
         m.daemon.apply(ControlRequest("pause", rx="z"))
@@ -223,6 +224,8 @@ def test_one_receiver_keeps_its_name_and_todays_fields(many: Any) -> None:
     assert m.daemon.monitor_status()["rx"] == DEFAULT_RX
     reply = m.control(ControlRequest("set-modulation", "64qam"))
     assert reply["rx"] == DEFAULT_RX and reply["plan"]["modulation"] == "64qam"
+    reply = m.control(ControlRequest("status"))
+    assert "receivers" not in reply["status"] and reply["receivers"][DEFAULT_RX]["status"]["next_batch"] == 0
 
 
 def test_receivers_from_yaml_and_flags_and_their_errors(tmp_path: Path) -> None:
