@@ -90,7 +90,7 @@ class TxDaemon:
         self.sync = SyncMonitor(daemon_sync_config(config.gpsd, config.chrony_socket),
                                 interval_s=config.sync_interval_s, logger=log)
         try:
-            self.telemetry = open_telemetry("tx", config, ctx=ctx)
+            self.telemetry = open_telemetry("tx", config, ctx=ctx, per_receiver=bool(config.receivers))
         except BaseException:
             self.metrics.close()
             raise
@@ -178,7 +178,9 @@ class TxDaemon:
     # -- main loop -----------------------------------------------------------------------
 
     def finished(self) -> bool:
-        return all(link.finished() or link.fatal for link in self.links)
+        """Every receiver not given up has had all its batches scored (none left: not finished)."""
+        live = self.live()
+        return bool(live) and all(link.finished() for link in live)
 
     def run(self, stop: StopFlag) -> int:
         for link in self.links:
