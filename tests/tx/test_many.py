@@ -248,3 +248,40 @@ def test_receivers_from_yaml_and_flags_and_their_errors(tmp_path: Path) -> None:
         with pytest.raises(ConfigError) as err:
             load_config(TxConfig, f)
         assert message in str(err.value)
+
+
+def test_an_earlier_runs_batches_are_recalled_from_the_receiver_that_had_them(many: Any, tmp_path: Path) -> None:
+    earlier = Journal(tmp_path / "tx-0.jsonl.journal")  # the first daemon's metrics_out + .journal
+    labels = np.zeros(4, dtype=np.uint8)
+    for rx, batch_id in (("a", 0), ("a", 1), ("b", 0), ("gone", 0)):
+        earlier.put(Entry("killed", batch_id, 100 + batch_id, labels, {"batch": batch_id}, rx))
+    m = many()
+    assert sorted(m.link("a").recalls) == [("killed", 0), ("killed", 1)]
+    assert sorted(m.link("b").recalls) == [("killed", 0)] and m.link("c").recalls == {}
+    connected(m, "a", "b", "c")
+    recalls = {n: [meta["batch_id"] for meta, _ in m.rx[n].take() if meta["kind"] == messages.KIND_RECALL]
+               for n in "abc"}
+    assert recalls == {"a": [0, 1], "b": [0], "c": []}
+    # A receiver no longer in the config: its entry is kept for when it comes back, not recalled.
+    assert ("gone", "killed", 0) in {e.slot for e in m.daemon.journal}
+
+
+def test_a_links_events_and_rows_name_its_receiver(digits_bundle: Bundle, tmp_path: Path) -> None:
+    from common.metrics import MetricsWriter
+    from common.timesync import SyncMonitor
+    from common.timesync.state import SyncState
+    from tests.tx.test_link import Recorder
+
+    telemetry = Recorder()
+    sync = SyncMonitor(reader=lambda _: SyncState.unsynchronised("test", read_at_ns=0))
+    station = Station(digits_bundle, "run-a", Journal(None), MetricsWriter(None), telemetry, sync)
+    tx_end, _ = memory_pair()
+    link = Link(TxConfig(gpsd="off"), station.for_receiver("b"), load_dataset("digits"), wire=tx_end,
+                bearer=MemoryBearer(), name="b")
+    try:
+        link.on_reply(messages.ErrorReply("oversize", "too big", 9), 0)
+        link._record({"batch": 9, "status": "lost"})
+    finally:
+        link.close()
+    assert telemetry.named("rejected") == [{"code": "oversize", "batch": 9, "detail": "too big", "rx": "b"}]
+    assert telemetry.records == [{"batch": 9, "status": "lost", "rx": "b"}]
