@@ -106,7 +106,8 @@ class TxConfig(DaemonSettings):
     ack_timeout_s: float = 15.0
     #: Sends per batch before it is declared lost.
     max_attempts: int = 6
-    #: Give up when no receiver answers within this many seconds; 0 waits forever.
+    #: Give up when no receiver answers within this many seconds; 0 waits forever. With several
+    #: receivers TX gives up only if none has answered; the silent ones are greeted on.
     hello_timeout_s: float = 0.0
     #: Seed of the batches' sample choice.
     seed: int = 0

@@ -112,7 +112,7 @@ class TxDaemon:
                         entries=sum(e.rx in orphans for e in earlier))
         if len(self.links) > 1:
             for link in self.links:
-                link.hello_timeout_fatal = False  # TX's own, checked in ``_check_hello``
+                link.hello_timeout_fatal = False  # TX's own, checked in ``_check_links``
         #: The links given up (logged once each) while others went on.
         self._given_up: set[str] = set()
         self._hello_fatal: str | None = None
