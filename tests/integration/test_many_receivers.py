@@ -1,9 +1,10 @@
 """One TX and three real RX processes over tcp loopback on digits: batches flow to all three,
 a command for one receiver changes that one only, and one receiver killed for a few seconds
-stops neither other while nothing is lost on any."""
+stops neither other while nothing is lost on any. The steering goes through ``semalign ctl --rx``."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from common.runtime import free_tcp_port
 from tests.integration.test_daemons import start_rx
 from tests.procs import Daemon, metrics, wait_for
 from tx.control import ControlRequest
+from tx.ctl import main as ctl
 from tx.ctl import request
 
 pytestmark = pytest.mark.slow
@@ -25,7 +27,8 @@ def acked(ctl_ep: str) -> dict[str, int]:
     return {name: each["status"]["acked"] for name, each in reply["receivers"].items()}
 
 
-def test_three_receivers_one_steered_one_killed_and_back(digits_bundle_dir: Path, tmp_path: Path) -> None:
+def test_three_receivers_one_steered_one_killed_and_back(digits_bundle_dir: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
     eps = {name: f"tcp://127.0.0.1:{free_tcp_port()}" for name in "abc"}
     ctl_ep = f"tcp://127.0.0.1:{free_tcp_port()}"
     rxs: dict[str, Daemon] = {name: start_rx(digits_bundle_dir, ep, tmp_path, name=name) for name, ep in eps.items()}
@@ -37,8 +40,9 @@ def test_three_receivers_one_steered_one_killed_and_back(digits_bundle_dir: Path
     back = None
     try:
         wait_for(lambda: min(acked(ctl_ep).values()) >= 2, 90, "two acknowledged batches at each receiver")
-        reply = request(ctl_ep, ControlRequest("set-modulation", "64qam", rx="b"))
-        assert reply["ok"] and reply["rx"] == "b", reply
+        assert ctl(["--tx", ctl_ep, "--json", "--rx", "b", "set-modulation", "64qam"]) == 0
+        reply = json.loads(capsys.readouterr().out)
+        assert reply["ok"] and reply["rx"] == "b" and list(reply["receivers"]) == ["b"], reply
         switch = reply["effective_from_batch"]
 
         rxs["c"].kill()
