@@ -78,6 +78,10 @@ def build(cls: type[C], values: Mapping[str, Any], where: str) -> C:
         raise ConfigError(
             f"{where}: unknown setting(s) {', '.join(unknown)}; expected some of {', '.join(sorted(fields))}"
         )
+    required = [n for n, f in fields.items() if f.init and f.default is dataclasses.MISSING
+                and f.default_factory is dataclasses.MISSING and n not in values]
+    if required:
+        raise ConfigError(f"{where}: missing setting(s) {', '.join(required)}: expected a value, got none")
     hints = typing.get_type_hints(cls)
     kwargs = {
         k: coerce(f"{where}: {k}", v, hints[k], fields[k].metadata.get(CHOICES)) for k, v in values.items()
@@ -237,6 +241,16 @@ def add_config_flags(
         if isinstance(hint, type) and dataclasses.is_dataclass(hint):
             add_config_flags(parser, hint, aliases=aliases, _prefix=key + ".")
             continue
+        item = typing.get_args(hint)[0] if typing.get_origin(hint) is tuple else None
+        if isinstance(item, type) and dataclasses.is_dataclass(item):
+            # A list of sections (TX's receivers): the flag gives each one's first two fields
+            # (name=endpoint); the rest of a section lives in the file.
+            first, second = (f.name for f in dataclasses.fields(item)[:2])
+            parser.add_argument("--" + key.replace("_", "-"), *aliases.get(key, ()), dest=key, default=None,
+                                nargs="+", action=_SectionsAction, metavar=f"{first.upper()}={second.upper()}",
+                                help=_help(f.metadata.get(HELP) or docs.get(f.name, ""), f),
+                                const=(first, second))
+            continue
         kwargs: dict[str, Any] = {"dest": key, "default": None}
         choices = f.metadata.get(CHOICES)
         if hint is bool:
@@ -275,6 +289,23 @@ class _MappingAction(argparse.Action):
             if not sep or not name:
                 parser.error(f"{option_string}: expected NAME=VALUE, got {item!r}")
             out[name] = value
+        setattr(namespace, self.dest, out)
+
+
+class _SectionsAction(argparse.Action):
+    """``--flag A=X [B=Y ...]`` -> ``[{first: A, second: X}, ...]`` (a list of sections, ``const``
+    naming their first two fields); it replaces the file's list."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: str | Sequence[Any] | None, option_string: str | None = None) -> None:
+        first, second = self.const
+        items = [values] if isinstance(values, str) else list(values or [])
+        out: list[dict[str, str]] = []
+        for item in items:
+            name, sep, value = str(item).partition("=")
+            if not sep or not name:
+                parser.error(f"{option_string}: expected {first.upper()}={second.upper()}, got {item!r}")
+            out.append({first: name, second: value})
         setattr(namespace, self.dest, out)
 
 

@@ -5,7 +5,8 @@ A plain frozen dataclass (no torch, no radio driver), validated once in ``__post
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 
 from common.config import CHOICES, as_enum, at_least, one_of
 from common.data.spec import DATASET_NAMES
@@ -24,6 +25,47 @@ from tx.shift import check_plugin_entries, parse_spec
 VALUE_TYPES = tuple(v.name.lower() for v in ValueType)
 #: The transports a config file or flag may name.
 TRANSPORTS = (Transport.ZMQ.value, Transport.SIM.value, Transport.PLUTO.value)
+#: The name of the one receiver of a config without ``receivers:`` (its ``endpoint``).
+DEFAULT_RX = "rx"
+#: A receiver's name: in metrics rows, Prometheus labels, the journal and ``ctl --rx``.
+RX_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
+#: The settings a receiver may override (the rest are TX's, shared by every link).
+RECEIVER_OVERRIDES = ("modulation", "alpha_policy", "alpha", "value_type", "link_policy", "t",
+                      "max_inflight", "seed")
+
+
+@dataclass(frozen=True)
+class ReceiverConfig:
+    """One receiver of ``receivers:``: where it is, its public key, and what its link does
+    differently from TX's own keys (unset: TX's value)."""
+
+    #: Unique among the receivers: metrics rows, labels and ``semalign ctl --rx`` name it.
+    name: str
+    #: RX's data endpoint, which TX connects to.
+    endpoint: str
+    #: RX's public certificate (default: security.peer).
+    peer: str | None = None
+    modulation: str | None = None
+    alpha_policy: AlphaPolicy | None = None
+    alpha: int | None = None
+    value_type: str | None = None
+    link_policy: LinkPolicy | None = None
+    t: int | None = None
+    max_inflight: int | None = None
+    #: Seed of this receiver's test stream (default: TX's seed, so every receiver sees the same images).
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not RX_NAME.fullmatch(self.name):
+            raise ConfigError(f"receiver name: expected 1-32 letters, digits, '_', '.' or '-' "
+                              f"(starting with a letter or digit), got {self.name!r}")
+        if not isinstance(self.endpoint, str) or not self.endpoint:
+            raise ConfigError(f"receiver {self.name}: endpoint: expected an endpoint, got {self.endpoint!r}")
+        # Fields may arrive as names when the dataclass is built in code rather than loaded.
+        if self.alpha_policy is not None:
+            object.__setattr__(self, "alpha_policy", AlphaPolicy.parse(self.alpha_policy))
+        if self.link_policy is not None:
+            object.__setattr__(self, "link_policy", as_enum(LinkPolicy, "link_policy", self.link_policy))
 
 
 @dataclass(frozen=True)
@@ -64,7 +106,8 @@ class TxConfig(DaemonSettings):
     ack_timeout_s: float = 15.0
     #: Sends per batch before it is declared lost.
     max_attempts: int = 6
-    #: Give up when no receiver answers within this many seconds; 0 waits forever.
+    #: Give up when no receiver answers within this many seconds; 0 waits forever. With several
+    #: receivers TX gives up only if none has answered; the silent ones are greeted on.
     hello_timeout_s: float = 0.0
     #: Seed of the batches' sample choice.
     seed: int = 0
@@ -88,6 +131,9 @@ class TxConfig(DaemonSettings):
     #: CURVE keys (docs/security.md): key = TX's secret certificate, peer = RX's public one,
     #: allow = directory of the operators' public certificates that may use the control socket.
     security: SecurityConfig = field(default_factory=SecurityConfig)
+    #: Several receivers, each {name, endpoint, peer, and overrides of modulation, alpha_policy,
+    #: alpha, value_type, link_policy, t, max_inflight, seed}; empty: one receiver, "rx", at endpoint.
+    receivers: tuple[ReceiverConfig, ...] = ()
 
     def __post_init__(self) -> None:
         # Fields may arrive as names when the dataclass is built in code rather than loaded.
@@ -132,6 +178,31 @@ class TxConfig(DaemonSettings):
                 raise ConfigError(f"{name}: expected a number >= 0, got {getattr(self, name)}")
         if self.ack_timeout_s <= 0:
             raise ConfigError(f"ack_timeout_s: expected a number > 0, got {self.ack_timeout_s}")
+        self._check_receivers()
+
+    def _check_receivers(self) -> None:
+        names = [r.name for r in self.receivers]
+        if twice := sorted({n for n in names if names.count(n) > 1}):
+            raise ConfigError(f"receivers: expected unique names, got {', '.join(twice)} more than once")
+        for receiver in self.receivers:
+            try:
+                self.for_receiver(receiver)  # each link's config validates as TX's own does
+            except ConfigError as exc:
+                raise ConfigError(f"receivers: {receiver.name}: {exc}") from None
+
+    def for_receiver(self, receiver: ReceiverConfig) -> TxConfig:
+        """The config one link runs with: TX's keys, the receiver's endpoint, peer and overrides."""
+        overrides = {k: getattr(receiver, k) for k in RECEIVER_OVERRIDES if getattr(receiver, k) is not None}
+        if receiver.alpha_policy is not None and receiver.alpha_policy != AlphaPolicy.FIXED:
+            overrides.setdefault("alpha", None)
+        security = replace(self.security, peer=receiver.peer or self.security.peer)
+        return replace(self, endpoint=receiver.endpoint, security=security, receivers=(), **overrides)
+
+    def links(self) -> list[tuple[str, TxConfig]]:
+        """Each receiver's name and the config of its link (one, ``DEFAULT_RX``, without ``receivers:``)."""
+        if not self.receivers:
+            return [(DEFAULT_RX, self)]
+        return [(r.name, self.for_receiver(r)) for r in self.receivers]
 
     @property
     def link(self) -> LinkDefaults:

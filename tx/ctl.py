@@ -87,7 +87,14 @@ def format_reply(reply: dict[str, Any]) -> str:
         lines.append(str(reply["message"]))
     for key in ("plan", "status"):
         if isinstance(reply.get(key), dict):
-            lines.extend(f"  {k}: {v}" for k, v in reply[key].items())
+            lines.extend(f"  {k}: {v}" for k, v in reply[key].items() if k != "receivers")
+    receivers = reply.get("receivers")
+    # One receiver's reply is the one printed above; several each get a block.
+    if isinstance(receivers, dict) and len(receivers) > 1:
+        for name, each in receivers.items():
+            lines.append(f"receiver {name}:")
+            if isinstance(each, dict):
+                lines.extend(f"  {k}: {v}" for k, v in each.items())
     return "\n".join(lines)
 
 
@@ -97,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     add_config_flags(parser, CtlConfig)
     parser.add_argument("--json", action="store_true", help="print the raw reply as JSON")
     parser.add_argument("--timeout", type=float, default=REQUEST_TIMEOUT_S, help="seconds per try")
+    parser.add_argument("--rx", metavar="NAME", help="the receiver (its receivers: name) the command is for; "
+                        "default: every receiver")
     parser.add_argument("command", choices=COMMANDS)
     parser.add_argument("arg", nargs="?", help="modulation name, alpha, policy, on/off for amc, shift spec (rotate:40+noise:0.1), "
                         "value type (float32, float16, int8), or the alpha to reset-adapter (default all)")
@@ -117,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
             and arg is None:
         parser.error(f"{args.command} needs an argument")
     try:
-        reply = request(config.tx, ControlRequest(args.command, arg), timeout_s=args.timeout,
+        reply = request(config.tx, ControlRequest(args.command, arg, rx=args.rx), timeout_s=args.timeout,
                         security=config.security)
     except HandshakeRefused as exc:
         print(f"semalign ctl: {exc}", file=sys.stderr)

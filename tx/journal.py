@@ -30,6 +30,9 @@ MAX_ENTRIES = 1024
 MAX_BYTES = 16 * 1024 * 1024
 #: What a journal file that did not read is renamed to (kept for a person to look at).
 SET_ASIDE_SUFFIX = ".unreadable"
+#: The receiver an entry belongs to when the journal does not say (one written by a one-receiver
+#: TX): ``tx.config.DEFAULT_RX``, spelled here too so the journal imports no config.
+DEFAULT_RX = "rx"
 
 
 @dataclass(frozen=True)
@@ -43,21 +46,31 @@ class Entry:
     labels: npt.NDArray[np.uint8]
     #: The batch's metrics fields (``tx.scoring.base_record``) as built by that run.
     record: dict[str, Any]
+    #: The receiver the batch was sent to: its recall goes to that RX (each has its own batch ids).
+    rx: str = DEFAULT_RX
 
     @property
     def key(self) -> tuple[str, int]:
+        """The batch among one receiver's (RX's report cache key)."""
         return self.run, self.batch_id
+
+    @property
+    def slot(self) -> tuple[str, str, int]:
+        """The batch among every receiver's."""
+        return self.rx, self.run, self.batch_id
 
     def to_dict(self) -> dict[str, Any]:
         return {"run": self.run, "batch_id": self.batch_id, "t_a_ns": self.t_a_ns,
-                "labels": self.labels.tobytes().hex(), "record": self.record}
+                "labels": self.labels.tobytes().hex(), "record": self.record, "rx": self.rx}
 
     @classmethod
     def from_dict(cls, obj: object) -> Entry:
         if not isinstance(obj, dict):
             raise JournalError(f"an entry must be a map, got {type(obj).__name__}")
         run, batch_id, t_a_ns = obj.get("run"), obj.get("batch_id"), obj.get("t_a_ns")
-        labels, record = obj.get("labels"), obj.get("record")
+        labels, record, rx = obj.get("labels"), obj.get("record"), obj.get("rx", DEFAULT_RX)
+        if not isinstance(rx, str) or not 1 <= len(rx) <= MAX_RUN_CHARS:
+            raise JournalError(f"entry rx: expected 1..{MAX_RUN_CHARS} characters, got {rx!r:.80}")
         if not isinstance(run, str) or not 1 <= len(run) <= MAX_RUN_CHARS:
             raise JournalError(f"entry run: expected 1..{MAX_RUN_CHARS} characters, got {run!r:.80}")
         for name, value in (("batch_id", batch_id), ("t_a_ns", t_a_ns)):
@@ -72,7 +85,7 @@ class Entry:
         if not isinstance(record, dict):
             raise JournalError(f"entry record: expected a map, got {type(record).__name__}")
         return cls(run, int(batch_id), int(t_a_ns),  # type: ignore[arg-type]
-                   np.frombuffer(raw, dtype=np.uint8).copy(), record)
+                   np.frombuffer(raw, dtype=np.uint8).copy(), record, rx)
 
 
 def entry_labels(test_labels: npt.NDArray[np.int64]) -> npt.NDArray[np.uint8]:
@@ -86,7 +99,7 @@ class Journal:
 
     def __init__(self, path: str | Path | None) -> None:
         self.path = None if path is None else Path(path).expanduser()
-        self._entries: dict[tuple[str, int], Entry] = {}
+        self._entries: dict[tuple[str, str, int], Entry] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -105,7 +118,7 @@ class Journal:
             self.path.replace(self.path.with_name(self.path.name + SET_ASIDE_SUFFIX))
             raise
         for entry in entries[-MAX_ENTRIES:]:
-            self._entries[entry.key] = entry
+            self._entries[entry.slot] = entry
         return list(self._entries.values())
 
     @staticmethod
@@ -126,7 +139,7 @@ class Journal:
     def put(self, entry: Entry) -> list[Entry]:
         """Keep ``entry`` (on disk before this returns); the oldest entries given up to stay
         within ``MAX_ENTRIES`` and ``MAX_BYTES`` are returned."""
-        self._entries[entry.key] = entry
+        self._entries[entry.slot] = entry
         evicted = []
         body = self._body()
         while len(self._entries) > 1 and (len(self._entries) > MAX_ENTRIES or len(body) > MAX_BYTES):
@@ -135,9 +148,9 @@ class Journal:
         self._write(body)
         return evicted
 
-    def drop(self, run: str, batch_id: int) -> Entry | None:
-        """Forget a batch that was scored or declared lost; None if it was not kept."""
-        entry = self._entries.pop((run, batch_id), None)
+    def drop(self, run: str, batch_id: int, rx: str = DEFAULT_RX) -> Entry | None:
+        """Forget receiver ``rx``'s batch that was scored or declared lost; None if it was not kept."""
+        entry = self._entries.pop((rx, run, batch_id), None)
         if entry is not None:
             self._write(self._body())
         return entry

@@ -42,7 +42,7 @@ from common.transport.zmq import Context, DealerWire
 from common.wire import messages
 from common.wire.payload import ValueType
 from tx.batches import Batch, BatchBuilder
-from tx.config import TxConfig
+from tx.config import DEFAULT_RX, TxConfig
 from tx.inflight import MAX_BACKOFF, UNREACHABLE_RETRY_S, Inflight, Pending
 from tx.journal import Entry, Journal, entry_labels
 from tx.scoring import Scoreboard, base_record
@@ -87,6 +87,12 @@ class Station:
     telemetry: Telemetry
     sync: SyncMonitor
     plugins: Mapping[str, Plugin] = field(default_factory=dict)
+    #: Fields every metrics row and monitor event of a link carries (the daemon's: ``{"rx": NAME}``).
+    tags: Mapping[str, Any] = field(default_factory=dict)
+
+    def for_receiver(self, name: str) -> Station:
+        """This station as one receiver's link sees it: its rows and events name the receiver."""
+        return replace(self, tags={**self.tags, "rx": name})
 
 
 @dataclass
@@ -107,7 +113,10 @@ class Link:
 
     def __init__(self, config: TxConfig, station: Station, dataset: Dataset | None, *,
                  recalled: Iterable[Entry] = (), ctx: Context | None = None, wire: TxWire | None = None,
-                 bearer: Bearer | None = None, clock: Callable[[], int] = monotonic_ns) -> None:
+                 bearer: Bearer | None = None, clock: Callable[[], int] = monotonic_ns,
+                 name: str = DEFAULT_RX) -> None:
+        #: The receiver's name (``receivers:``, else ``DEFAULT_RX``): in its rows, events and journal entries.
+        self.name = name
         self.config = config
         self.station = station
         self.bundle = station.bundle
@@ -134,6 +143,8 @@ class Link:
             raise
         self.paused = False
         self.rx_ready = False
+        #: False when the daemon keeps the hello timeout (several receivers): this link greets on.
+        self.hello_timeout_fatal = True
         #: Why this link cannot go on (the daemon stops with it), None: it can.
         self.fatal: str | None = None
         self.counters: Counter[str] = Counter()
@@ -141,7 +152,7 @@ class Link:
         self.shift_error: str | None = None
         self.inflight = Inflight(config.ack_timeout_s, config.max_attempts, run=self.run_id)
         #: The earlier runs' batches whose reports are recalled from RX once it answers.
-        self.recalls = {e.key: Recall(e) for e in recalled}
+        self.recalls = {e.key: Recall(e) for e in recalled if e.rx == name}
         self.scores = Scoreboard(self.counters)
         self.clock = OffsetTracker(config.clock_probe_interval_s)
         self.next_batch = 0
@@ -153,6 +164,11 @@ class Link:
         self._unreachable_since = 0
         #: RX refused our handshake since it was last heard from (logged once at once, then rarely).
         self._refused = False
+
+    @property
+    def answered(self) -> bool:
+        """RX has answered our hello (and so is not absent)."""
+        return self.rx_ready
 
     @property
     def offset(self) -> OffsetEstimate | None:
@@ -179,7 +195,7 @@ class Link:
     def work(self, now: int) -> bool:
         """Do what is due; True if a batch was built (the loop comes back at once, more may be due)."""
         if not self.rx_ready:
-            if self.config.hello_timeout_s and now - self._begun_ns > self.config.hello_timeout_s * NS_PER_S:
+            if self.hello_timeout_fatal and self.config.hello_timeout_s and now - self._begun_ns > self.config.hello_timeout_s * NS_PER_S:
                 self.fatal = f"no receiver answered at {self.endpoint} within {self.config.hello_timeout_s:g} s"
                 return False
             self._hello(now)
@@ -311,17 +327,16 @@ class Link:
             return
         self._last_unreachable_log = now
         self._unreachable_since = self._unreachable_since or now  # only what was logged is "back"
-        telemetry = self.station.telemetry
         if refused:
             # Not a network fault: waiting will not help until RX allows our key, and zmq
             # stops retrying a refused handshake, so a fresh socket tries again each time.
             self._refused = True
             log.error("rx_refused", endpoint=self.endpoint, detail=str(exc), unacknowledged=len(self.inflight))
-            telemetry.event("rx_refused", endpoint=self.endpoint, detail=str(exc), unacknowledged=len(self.inflight))
+            self._event("rx_refused", endpoint=self.endpoint, detail=str(exc), unacknowledged=len(self.inflight))
             self._rebuild()
             return
         log.warning("rx_unreachable", endpoint=self.endpoint, unacknowledged=len(self.inflight))
-        telemetry.event("rx_unreachable", endpoint=self.endpoint, unacknowledged=len(self.inflight))
+        self._event("rx_unreachable", endpoint=self.endpoint, unacknowledged=len(self.inflight))
 
     def _rx_back(self, now: int) -> None:
         """A reply arrived: if RX had been reported unreachable, say once that it is back."""
@@ -378,7 +393,7 @@ class Link:
             # Journaled before it can reach RX: a kill after this send leaves what the next
             # start needs to score RX's report of it.
             self._journal_put(Entry(self.run_id, pending.batch_id, pending.envelope.t_a_ns,
-                                    entry_labels(pending.batch.test_labels), base_record(pending)))
+                                    entry_labels(pending.batch.test_labels), base_record(pending), self.name))
         try:
             sent = self.bearer.send(self.wire, self.inflight.next_envelope(pending), pending.batch.payload)
         except Unreachable as exc:
@@ -391,7 +406,7 @@ class Link:
         if resend:
             self.counters["resends"] += 1  # real sends only
             log.warning("batch_resend", batch=pending.batch_id, attempt=pending.sends - 1)
-            self.station.telemetry.event("resend", batch=pending.batch_id, attempt=pending.sends - 1)
+            self._event("resend", batch=pending.batch_id, attempt=pending.sends - 1)
 
     def _resend_due(self, now: int) -> None:
         due = self.inflight.due(now)
@@ -424,8 +439,12 @@ class Link:
         self._record({**base_record(pending), "status": "lost", "reason": reason})
 
     def _record(self, record: dict[str, Any]) -> None:
+        record = {**record, **self.station.tags}
         self.station.metrics.write(record)
         self.station.telemetry.record(record)
+
+    def _event(self, kind: str, **fields: Any) -> None:
+        self.station.telemetry.event(kind, **{**fields, **self.station.tags})
 
     # -- the journal and the earlier runs' batches ----------------------------------------
 
@@ -445,7 +464,7 @@ class Link:
 
     def _journal_drop(self, run: str, batch_id: int) -> None:
         try:
-            self.station.journal.drop(run, batch_id)
+            self.station.journal.drop(run, batch_id, self.name)
         except JournalError as exc:
             self.counters["journal_errors"] += 1
             log.error("journal_write_failed", detail=str(exc), batch=batch_id)
@@ -534,7 +553,7 @@ class Link:
 
     def _on_error(self, err: messages.ErrorReply) -> None:
         self.counters[f"rx_error_{err.code}"] += 1
-        self.station.telemetry.event("rejected", code=err.code, batch=err.batch_id, detail=err.message)
+        self._event("rejected", code=err.code, batch=err.batch_id, detail=err.message)
         if err.code == "bundle_mismatch":
             self.fatal = f"RX refused the batch: {err.message}"
             return
@@ -577,6 +596,6 @@ class Link:
             return
         log.info("amc_switch", snr_db=snr_db, after_batch=batch_id, was=self.state.modulation.value,
                  from_batch=self.next_batch, **plan.as_dict())
-        self.station.telemetry.event("amc", snr_db=snr_db, after_batch=batch_id, was=self.state.modulation.value,
+        self._event("amc", snr_db=snr_db, after_batch=batch_id, was=self.state.modulation.value,
                                      from_batch=self.next_batch, plan=plan.as_dict())
         self.state, self.plan = state, plan

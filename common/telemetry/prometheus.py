@@ -1,7 +1,9 @@
 """The Prometheus exporter: every metric a daemon serves on ``/metrics``, fed by its telemetry.
 
 ``METRICS`` is the one list of exported names (the Grafana dashboard's queries are checked
-against it). Each daemon has its own registry, so tests can run several in one process.
+against it). Each daemon has its own registry, so tests can run several in one process. A TX
+with ``receivers:`` labels every per-batch metric with the receiver's name (``rx``, from the
+record's field); a TX with one ``endpoint`` and RX export them unlabelled, as they always have.
 """
 
 from __future__ import annotations
@@ -47,6 +49,9 @@ COUNTERS = {
     "semalign_monitor_dropped": ("Monitor stream messages dropped at the high-water mark", ()),
     "semalign_refused": ("Peers refused by an allow-list, by socket (data, control, monitor)", ("domain",)),
 }
+#: Counters of one receiver's batches (labelled ``rx`` per receiver); the rest are the daemon's.
+PER_RECEIVER = ("semalign_batches", "semalign_rejected", "semalign_resends", "semalign_frames_lost",
+                "semalign_vectors_lost")
 _BITS: dict[str, float] = {m.value: float(m.bits_per_symbol) for m in Modulation}
 #: Every metric family name as the exposition shows it.
 METRICS = (
@@ -59,38 +64,60 @@ METRICS = (
 class Exporter:
     """The metrics of one daemon, updated from its records and events."""
 
-    def __init__(self, registry: prom.CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: prom.CollectorRegistry | None = None, *, per_receiver: bool = False) -> None:
         self.registry = registry or prom.CollectorRegistry()
+        #: Label per receiver (``rx``), or none.
+        self._rx: tuple[str, ...] = ("rx",) if per_receiver else ()
         self.counters = {
-            name: prom.Counter(name, help_, labelnames=labels, registry=self.registry)
+            name: prom.Counter(name, help_, labelnames=labels + (self._rx if name in PER_RECEIVER else ()),
+                               registry=self.registry)
             for name, (help_, labels) in COUNTERS.items()
         }
         self.histograms = {
-            name: prom.Histogram(name, help_, buckets=LATENCY_BUCKETS, registry=self.registry)
+            name: prom.Histogram(name, help_, labelnames=self._rx, buckets=LATENCY_BUCKETS, registry=self.registry)
             for name, (_, help_) in HISTOGRAMS.items()
         }
-        self.gauges = {name: prom.Gauge(name, help_, registry=self.registry) for name, help_ in GAUGES.items()}
-        for gauge in self.gauges.values():
-            gauge.set(float("nan"))
+        self.gauges = {name: prom.Gauge(name, help_, labelnames=self._rx, registry=self.registry)
+                       for name, help_ in GAUGES.items()}
+        #: The receivers whose gauges exist (each starts NaN: nothing known yet).
+        self._receivers: set[str] = set()
+        if not per_receiver:
+            for gauge in self.gauges.values():
+                gauge.set(float("nan"))
         self._server: MetricsServer | None = None
         self._dropped = 0
         self._refused: dict[str, int] = {}
         #: The port ``serve`` bound (useful with port 0).
         self.port: int | None = None
 
+    def _labels(self, fields: Mapping[str, Any]) -> dict[str, str]:
+        """The ``rx`` label of a record or event (none when not per receiver)."""
+        if not self._rx:
+            return {}
+        rx = str(fields.get("rx", ""))
+        if rx not in self._receivers:
+            self._receivers.add(rx)
+            for gauge in self.gauges.values():
+                gauge.labels(rx=rx).set(float("nan"))
+        return {"rx": rx}
+
+    def _gauge(self, name: str, rx: Mapping[str, str]) -> Any:
+        return self.gauges[name].labels(**rx) if rx else self.gauges[name]
+
     def observe_record(self, record: Mapping[str, Any]) -> None:
+        rx = self._labels(record)
         status = str(record.get("status", "ok"))
-        self.counters["semalign_batches"].labels(status=status).inc()
+        self.counters["semalign_batches"].labels(status=status, **rx).inc()
         if status != "ok":
             return
         for key, counter in (("frames_lost", "semalign_frames_lost"), ("vectors_lost", "semalign_vectors_lost")):
             value = number(record.get(key))
             if value and value > 0:
-                self.counters[counter].inc(value)
+                (self.counters[counter].labels(**rx) if rx else self.counters[counter]).inc(value)
         for name, (key, _) in HISTOGRAMS.items():
             value = number(record.get(key))
             if value is not None:
-                self.histograms[name].observe(value)
+                (self.histograms[name].labels(**rx) if rx else self.histograms[name]).observe(value)
         bits = _BITS.get(str(record.get("modulation")))
         bound = record.get("latency_comm_bound_s")
         bank = record.get("bank_entry", record.get("bank_alpha"))
@@ -102,16 +129,17 @@ class Exporter:
             ("semalign_accuracy", number(record.get("accuracy"))),
         ):
             if value is not None:
-                self.gauges[name].set(value)
-        self.gauges["semalign_sync_bound_seconds"].set(_or_nan(number(bound)))
+                self._gauge(name, rx).set(value)
+        self._gauge("semalign_sync_bound_seconds", rx).set(_or_nan(number(bound)))
         if "bank_entry" in record or "bank_alpha" in record:
-            self.gauges["semalign_adapter_bank_entry"].set(_or_nan(number(bank)))
+            self._gauge("semalign_adapter_bank_entry", rx).set(_or_nan(number(bank)))
 
     def observe_event(self, name: str, fields: Mapping[str, Any]) -> None:
         if name == "rejected":
-            self.counters["semalign_rejected"].labels(code=str(fields.get("code", "error"))).inc()
+            self.counters["semalign_rejected"].labels(code=str(fields.get("code", "error")), **self._labels(fields)).inc()
         elif name == "resend":
-            self.counters["semalign_resends"].inc()
+            rx = self._labels(fields)
+            (self.counters["semalign_resends"].labels(**rx) if rx else self.counters["semalign_resends"]).inc()
         elif name == "control":
             self.counters["semalign_control"].labels(result="ok" if fields.get("ok") else "refused").inc()
 
@@ -120,12 +148,19 @@ class Exporter:
         refused = status.get("refused")
         if isinstance(refused, Mapping):
             self.set_refused({str(k): int(v) for k, v in refused.items() if isinstance(v, int)})
-        plan = status.get("plan")
-        if isinstance(plan, Mapping):
+        receivers = status.get("receivers")
+        if self._rx and isinstance(receivers, Mapping):
+            plans = [(self._labels({"rx": name}), each.get("plan")) for name, each in receivers.items()
+                     if isinstance(each, Mapping)]
+        else:
+            plans = [({}, status.get("plan"))]
+        for rx, plan in plans:
+            if not isinstance(plan, Mapping):
+                continue
             for key, gauge in (("alpha", "semalign_alpha"), ("n_max", "semalign_n_max")):
                 value = number(plan.get(key))
                 if value is not None:
-                    self.gauges[gauge].set(value)
+                    self._gauge(gauge, rx).set(value)
 
     def set_dropped(self, dropped: int) -> None:
         if dropped > self._dropped:

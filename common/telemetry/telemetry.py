@@ -147,8 +147,10 @@ class Telemetry:
             self.exporter.close()
 
 
-def open_telemetry(role: str, config: TelemetryConfig, *, ctx: Any = None) -> Telemetry:
+def open_telemetry(role: str, config: TelemetryConfig, *, ctx: Any = None, per_receiver: bool = False) -> Telemetry:
     """The daemon's telemetry as its config asks: a monitor endpoint, a Prometheus port, or neither.
+
+    ``per_receiver``: the per-batch metrics carry the receiver's name as label ``rx`` (TX's ``receivers:``).
 
     When the config has a ``security`` section (CURVE keys), the monitor socket uses it too.
     """
@@ -166,7 +168,7 @@ def open_telemetry(role: str, config: TelemetryConfig, *, ctx: Any = None) -> Te
             if publisher is not None:
                 publisher.close()
             raise ConfigError("prometheus_port needs prometheus-client: pip install 'semalign[monitor]'") from exc
-        exporter = Exporter()
+        exporter = Exporter(per_receiver=per_receiver)
         try:
             exporter.serve(config.prometheus_port, config.prometheus_addr, tls=metrics_tls(config),
                            max_connections=config.prometheus_max_connections)

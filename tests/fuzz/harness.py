@@ -117,6 +117,7 @@ def regression_seeds() -> dict[str, bytes]:
         "valid-payload": bytes([0]) + good,
         "valid-batch": handler_input(_envelope(batch_id=9, alpha=3, t=2, n=2), good),
         "valid-control": bytes([3]) + ControlRequest("status").encode(),
+        "valid-control-rx": bytes([3]) + ControlRequest("set-modulation", "64qam", rx="b").encode(),
         # A restarted TX's recall (nothing cached: answered report_unknown), and one whose run
         # id is longer than any TX makes (refused before any lookup).
         "valid-recall": handler_input(messages.Recall("0f3e715709f9", 7, 1).encode(), b""),

@@ -37,3 +37,31 @@ def test_tx_refuses_a_huge_integer_from_the_wire(arg: int) -> None:
 def test_in_range_requests_round_trip() -> None:
     req = ControlRequest("set-alpha", MAX_INT_ARG)
     assert ControlRequest.decode(req.encode()) == req
+
+
+def test_a_request_for_every_receiver_is_what_it_was_and_one_names_its_receiver() -> None:
+    """The optional rx key (issue 17): absent, the request is byte for byte the old one."""
+    import msgpack
+
+    from common.errors import ConfigError
+    from tx.control import ControlRequest
+
+    assert ControlRequest("status").encode() == msgpack.packb({"v": 1, "cmd": "status", "arg": None})
+    assert ControlRequest.decode(ControlRequest("set-modulation", "64qam", rx="b").encode()) == \
+        ControlRequest("set-modulation", "64qam", "b")
+    with pytest.raises(ConfigError, match="receiver of pause must be a string"):
+        ControlRequest.decode(msgpack.packb({"v": 1, "cmd": "pause", "arg": None, "rx": 3}))
+    with pytest.raises(ConfigError, match="receiver of pause"):
+        ControlRequest("pause", rx="x" * 33)
+
+
+def test_ctl_prints_one_block_per_receiver_when_several_answered() -> None:
+    from tx.ctl import format_reply
+
+    one = {"ok": True, "message": "set-modulation applied from batch 3", "rx": "rx",
+           "receivers": {"rx": {"ok": True, "message": "set-modulation applied from batch 3"}}}
+    assert format_reply(one) == "set-modulation applied from batch 3"
+    several = {"ok": True, "message": "a: m; b: m", "rx": ["a", "b"],
+               "receivers": {"a": {"ok": True, "message": "m"}, "b": {"ok": True, "message": "m"}}}
+    assert format_reply(several).splitlines() == ["a: m; b: m", "receiver a:", "  ok: True", "  message: m",
+                                                  "receiver b:", "  ok: True", "  message: m"]

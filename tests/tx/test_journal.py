@@ -105,3 +105,23 @@ def test_a_write_that_fails_is_a_journal_error(tmp_path: Path) -> None:
     blocker.write_text("")
     with pytest.raises(JournalError, match="cannot write"):
         Journal(blocker / "j").put(_entry(0))  # its directory is a file
+
+
+def test_each_receivers_batch_is_kept_apart_and_an_older_journal_is_the_one_receivers(tmp_path: Path) -> None:
+    """Two receivers' batch 7 of one run: both kept, dropping one leaves the other (issue 17)."""
+    path = tmp_path / "tx.jsonl.journal"
+    journal = Journal(path)
+    a, b = _entry(7), _entry(7)
+    journal.put(Entry(a.run, a.batch_id, a.t_a_ns, a.labels, a.record, "a"))
+    journal.put(Entry(b.run, b.batch_id, b.t_a_ns, b.labels, b.record, "b"))
+    assert sorted(e.slot for e in journal) == [("a", "run-a", 7), ("b", "run-a", 7)]
+    assert journal.drop("run-a", 7, "a") is not None and journal.drop("run-a", 7) is None
+    assert [(e.rx, e.key) for e in Journal(path).load()] == [("b", ("run-a", 7))]
+    # A journal written before receivers had names: every entry is the one receiver's.
+    old = {"v": jmod.VERSION, "entries": [{k: v for k, v in _entry(3).to_dict().items() if k != "rx"}]}
+    path.write_text(json.dumps(old))
+    assert [e.rx for e in Journal(path).load()] == [jmod.DEFAULT_RX]
+    old["entries"][0]["rx"] = ""
+    path.write_text(json.dumps(old))
+    with pytest.raises(JournalError, match="entry rx"):
+        Journal(path).load()

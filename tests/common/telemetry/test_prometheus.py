@@ -92,3 +92,26 @@ def test_serves_every_metric_on_loopback() -> None:
     families = {f.name for f in text_string_to_metric_families(text)}
     served = {f"{name}_total" if f"{name}_total" in METRICS else name for name in families}
     assert set(METRICS) <= served
+
+
+def test_per_receiver_every_batch_metric_is_labelled_with_the_receivers_name() -> None:
+    e = Exporter(per_receiver=True)
+    e.observe_record(ok(0, rx="a"))
+    e.observe_record(ok(0, rx="b", modulation="256qam", alpha=40, frames_lost=2))
+    e.observe_record({"batch": 1, "status": "lost", "rx": "b"})
+    e.observe_event("resend", {"batch": 1, "rx": "b"})
+    e.observe_event("rejected", {"code": "oversize", "rx": "a"})
+    e.observe_event("control", {"ok": True})
+    e.observe_status({"receivers": {"a": {"plan": {"alpha": 12, "n_max": 50}}, "c": {"plan": {"alpha": 7}}}})
+    got = samples(e)
+    assert got[("semalign_batches_total", (("rx", "a"), ("status", "ok")))] == 1
+    assert got[("semalign_batches_total", (("rx", "b"), ("status", "lost")))] == 1
+    assert got[("semalign_resends_total", (("rx", "b"),))] == 1
+    assert got[("semalign_rejected_total", (("code", "oversize"), ("rx", "a")))] == 1
+    assert got[("semalign_frames_lost_total", (("rx", "b"),))] == 2
+    assert got[("semalign_latency_e2e_seconds_count", (("rx", "a"),))] == 1
+    assert got[("semalign_control_total", (("result", "ok"),))] == 1  # the daemon's, not a receiver's
+    assert (got[("semalign_alpha", (("rx", "a"),))], got[("semalign_n_max", (("rx", "a"),))]) == (12, 50)
+    assert (got[("semalign_alpha", (("rx", "b"),))], got[("semalign_bits_per_symbol", (("rx", "b"),))]) == (40, 8)
+    assert got[("semalign_alpha", (("rx", "c"),))] == 7 and math.isnan(got[("semalign_accuracy", (("rx", "c"),))])
+    assert not any(name == "semalign_alpha" and labels == () for name, labels in got)
