@@ -86,6 +86,9 @@ class TxDaemon:
         ctx = ctx or zmq.Context.instance()
         make_link = make_link or (lambda name, link_config, station, recalled: Link(
             link_config, station, dataset, recalled=recalled, ctx=ctx, name=name))
+        # The shift plugins of tx.yaml, imported now and never again (a spec only names them),
+        # before anything is opened that a bad one would leave open.
+        plugins = load_plugins(config.shift_plugins)
         self.metrics = MetricsWriter(config.metrics_out, tags={"run": self.run_id})
         self.sync = SyncMonitor(daemon_sync_config(config.gpsd, config.chrony_socket),
                                 interval_s=config.sync_interval_s, logger=log)
@@ -94,9 +97,8 @@ class TxDaemon:
         except BaseException:
             self.metrics.close()
             raise
-        # The shift plugins of tx.yaml, imported now and never again: a spec only names them.
         station = Station(bundle, self.run_id, self.journal, self.metrics, self.telemetry, self.sync,
-                          plugins=load_plugins(config.shift_plugins))
+                          plugins=plugins)
         #: The receivers, one link each, in the config's order.
         self.links: list[Link] = []
         try:

@@ -33,6 +33,8 @@ class Pending:
     due_mono_ns: int = 0
     #: Whether the last timeout has been answered by a resend yet (the batch is owed one).
     resend_owed: bool = False
+    #: Whether the journal holds it (written once, before its first send left TX).
+    journaled: bool = False
 
     @property
     def batch_id(self) -> int:

@@ -1,7 +1,9 @@
 """TX's journal of batches sent and not yet scored, so a TX restarted after a kill scores them.
 
-One small JSON file beside the metrics, rewritten atomically (temporary file, fsync, rename)
-when a batch is first sent and when it is scored or declared lost. What it keeps of a batch is
+One small JSON file beside the metrics, rewritten atomically (temporary file, rename) once
+before a batch is first sent and once when it is scored or declared lost. It is kept for a
+TX process that is killed (the page cache outlives the process), not for a host that loses
+power: no fsync on the batch loop's path. What it keeps of a batch is
 what scoring needs once the process that built it is gone: the run and batch ids and A (RX's
 report cache key), the test labels only TX holds, and the batch's metrics fields. Bounded in
 entries and bytes; a file that does not read as a journal is set aside, never trusted.
@@ -9,8 +11,8 @@ entries and bytes; a file that does not read as a journal is set aside, never tr
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,7 +117,10 @@ class Journal:
         try:
             entries = self._read(self.path)
         except JournalError:
-            self.path.replace(self.path.with_name(self.path.name + SET_ASIDE_SUFFIX))
+            # Set aside for a person to look at; if even that fails (a read-only directory),
+            # the error still says what was wrong and TX starts without it.
+            with contextlib.suppress(OSError):
+                self.path.replace(self.path.with_name(self.path.name + SET_ASIDE_SUFFIX))
             raise
         for entry in entries[-MAX_ENTRIES:]:
             self._entries[entry.slot] = entry
@@ -172,13 +177,11 @@ class Journal:
         except OSError as exc:
             raise JournalError(f"cannot write {self.path}: {exc.strerror}") from exc
         tmp = self.path.with_name(self.path.name + ".tmp")
-        # Rename over the old file only once the new one is whole on disk: a kill at any
-        # instant leaves either the old journal or the new one, never half of one.
+        # Rename over the old file only once the new one is whole: a kill at any instant leaves
+        # either the old journal or the new one, never half of one.
         try:
             with tmp.open("wb") as f:
                 f.write(body)
-                f.flush()
-                os.fsync(f.fileno())
             tmp.replace(self.path)
         except OSError as exc:
             raise JournalError(f"cannot write {self.path}: {exc.strerror}") from exc

@@ -389,9 +389,11 @@ class Link:
     def send(self, pending: Pending, now: int) -> None:
         """Send a batch in flight (first time or again); a send that could not be queued uses no attempt."""
         resend = pending.sends > 0
-        if not resend:
-            # Journaled before it can reach RX: a kill after this send leaves what the next
-            # start needs to score RX's report of it.
+        if not pending.journaled:
+            # Journaled once, before it can reach RX: a kill after this send leaves what the
+            # next start needs to score RX's report of it (a send no peer could take is retried
+            # every 0.25 s and must not rewrite the file each time).
+            pending.journaled = True
             self._journal_put(Entry(self.run_id, pending.batch_id, pending.envelope.t_a_ns,
                                     entry_labels(pending.batch.test_labels), base_record(pending), self.name))
         try:

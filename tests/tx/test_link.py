@@ -239,8 +239,12 @@ def test_a_send_no_peer_could_take_uses_no_attempt_and_rx_is_said_back_once_it_a
     pending = s.link.inflight.get(0)
     assert pending is not None and pending.sends == 0 and s.link.counters["sends"] == 0
     assert [f["unacknowledged"] for f in s.telemetry.named("rx_unreachable")] == [1]
+    assert s.journal.path is not None and len(s.journal) == 1
+    s.journal.path.unlink()  # a rewrite would bring it back
     s.link.work(s.clock.advance(0.3))  # retried after 0.25 s; logged again only after 5 s
     assert len(s.telemetry.named("rx_unreachable")) == 1 and pending.sends == 0
+    # Journaled once before its first send, not again on each retry (4 a second while RX is away).
+    assert not s.journal.path.exists()
 
     s.rx.end.connected = True
     s.link.work(s.clock.advance(0.3))
