@@ -1,7 +1,8 @@
 """What the watcher knows: the link header, per-batch histories, events and liveness of TX and RX.
 
 Fed one ``MonitorMessage`` at a time; every field read from a message is untrusted and
-checked (a wrong type shows as "-", never as an exception).
+checked (a wrong type shows as "-", never as an exception). TX's rows are kept per receiver
+(each link numbers its own batches); the header, plots and table follow the selected one.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ STALE_S = 3.5
 OWN_REPLIES = 16
 #: Transports with a radio (real or simulated): only these report SNR, frames lost and a constellation.
 RADIO_TRANSPORTS = ("sim", "pluto")
+#: Receivers kept apart at most (names beyond are counted as bad messages), and a name's length.
+MAX_RECEIVERS = 32
+MAX_RX_CHARS = 64
 
 
 def _text(value: Any) -> str:
@@ -86,8 +90,11 @@ class WatchState:
     def __init__(self, tx_endpoint: str, rx_endpoint: str | None = None) -> None:
         self.tx = Peer("tx", tx_endpoint)
         self.rx = Peer("rx", rx_endpoint) if rx_endpoint else None
-        #: TX's metrics rows by batch (the last ``HISTORY``).
-        self.batches: collections.OrderedDict[int, dict[str, Any]] = collections.OrderedDict()
+        #: TX's metrics rows by receiver, then by batch (the last ``HISTORY`` of each); "" holds
+        #: the rows of a TX that does not name its receiver.
+        self.tables: dict[str, collections.OrderedDict[int, dict[str, Any]]] = {}
+        #: The receiver the screen follows and the keys steer (None: the first one).
+        self.selected: str | None = None
         #: RX's rows by batch (SNR and frames lost when TX's row lacks them).
         self.rx_batches: collections.OrderedDict[int, dict[str, Any]] = collections.OrderedDict()
         self.events: collections.deque[Event] = collections.deque(maxlen=EVENTS)
@@ -155,17 +162,29 @@ class WatchState:
         if not isinstance(batch, int):
             self.bad_messages += 1
             return
-        table = self.batches if role == "tx" else self.rx_batches
+        if role == "tx":
+            name = _rx_name(data)
+            if name not in self.tables and len(self.tables) >= MAX_RECEIVERS:
+                self.bad_messages += 1
+                return
+            table = self.tables.setdefault(name, collections.OrderedDict())
+        else:
+            table = self.rx_batches
         table[batch] = data
         table.move_to_end(batch)
         while len(table) > HISTORY:
             table.popitem(last=False)
         if role == "tx" and data.get("status") == "lost":
-            self.add(f"batch {batch} lost: {_text(data.get('reason'))}", "error")
+            self.add(f"batch {batch}{self._to(data)} lost: {_text(data.get('reason'))}", "error")
+
+    def _to(self, data: Mapping[str, Any]) -> str:
+        """" to NAME" for a line about one receiver when TX has several ("" with one)."""
+        name = _rx_name(data)
+        return f" to {name}" if name and self.multi() else ""
 
     def _event(self, role: str, data: Mapping[str, Any]) -> None:
         name = data.get("name")
-        who = role.upper()
+        who = role.upper() + (self._to(data) if role == "tx" else "")
         if name == "control":
             echo = _fingerprint(data)
             if echo in self._own:
@@ -233,10 +252,84 @@ class WatchState:
         else:
             self._own.append(echo)
 
+    # -- receivers ---------------------------------------------------------------------
+    def receivers(self) -> list[str]:
+        """TX's receivers by name: those its status lists, in its order, then those only rows named."""
+        names = [k for k in _map(self.tx.status.get("receivers")) if isinstance(k, str)][:MAX_RECEIVERS]
+        return names + [k for k in self.tables if k not in names]
+
+    def multi(self) -> bool:
+        """Whether TX serves several receivers (then the screen has a receivers table)."""
+        return len(self.receivers()) > 1
+
+    def current(self) -> str:
+        """The receiver the screen follows: the selected one, else the first ("" if none is known)."""
+        names = self.receivers()
+        if self.selected in names:
+            return self.selected
+        return names[0] if names else ""
+
+    def select(self, name: str) -> None:
+        if name != self.current():
+            self.selected = name
+            self.version += 1
+
+    def select_next(self, step: int = 1) -> None:
+        names = self.receivers()
+        if names:
+            self.select(names[(names.index(self.current()) + step) % len(names)])
+
+    def target(self) -> str | None:
+        """The ``rx`` a steering request names: the selected receiver with several, None with one."""
+        return self.current() if self.multi() else None
+
+    def receiver_status(self, name: str) -> Mapping[str, Any]:
+        """One receiver's figures and plan from TX's status (its ``receivers`` map)."""
+        return _map(_map(self.tx.status.get("receivers")).get(name))
+
+    def receiver_rows(self) -> list[dict[str, str]]:
+        """One row per receiver: its plan, counts, last accuracy and its last batch's alignment."""
+        rows = []
+        for name in self.receivers():
+            status = self.receiver_status(name)
+            plan = _map(status.get("plan"))
+            table = self.tables.get(name)
+            last = next(reversed(table.values()), {}) if table else {}
+            accuracy = number(last.get("accuracy"))
+            accuracy = number(status.get("accuracy")) if accuracy is None else accuracy
+            gate = number(last.get("gate"))
+            rows.append({
+                "rx": name or "-", "modulation": _text(plan.get("modulation", last.get("modulation"))),
+                "alpha": _text(plan.get("alpha", last.get("alpha"))), "B_max": _text(plan.get("b_max", last.get("b_max"))),
+                "N_max": _text(plan.get("n_max", last.get("n_max"))),
+                "value type": _text(plan.get("value_type", last.get("value_type"))),
+                "acked/lost": f"{_text(status.get('acked'))}/{_text(status.get('lost'))}",
+                "accuracy": "lost" if last.get("status") == "lost" else _fmt(accuracy, ".3f"),
+                "shift": _text(last.get("shift", status.get("shift"))), "gate": _fmt(gate, "+.3f"),
+                "action": _text(last.get("align_action")),
+                "state": "given up" if status.get("given_up") else "paused" if status.get("paused") is True else "",
+            })
+        return rows
+
+    @property
+    def batches(self) -> collections.OrderedDict[int, dict[str, Any]]:
+        """TX's rows of the receiver the screen follows, by batch."""
+        return self.tables.get(self.current(), collections.OrderedDict())
+
+    def rx_row(self, batch: int) -> Mapping[str, Any]:
+        """RX's row of ``batch``; none with several receivers (which one the watched RX is, is not said)."""
+        return {} if self.multi() else self.rx_batches.get(batch, {})
+
+    def _link_status(self) -> Mapping[str, Any]:
+        """TX's status, with several receivers overlaid by the followed one's own figures and plan."""
+        if not self.multi():
+            return self.tx.status
+        return {**self.tx.status, **self.receiver_status(self.current())}
+
     # -- output ----------------------------------------------------------------------
     def header(self) -> dict[str, str]:
         """The link as the header shows it (the latest of TX's status and rows, RX's status)."""
-        status = self.tx.status
+        status = self._link_status()
         plan = _map(status.get("plan"))
         last = next(reversed(self.batches.values()), {}) if self.batches else {}
         rx_status = self.rx.status if self.rx is not None else {}
@@ -270,8 +363,8 @@ class WatchState:
         xs, ys = [], []
         for batch, row in self.batches.items():
             value = number(row.get(key))
-            if value is None and rx_fallback and batch in self.rx_batches:
-                value = number(self.rx_batches[batch].get(key))
+            if value is None and rx_fallback:
+                value = number(self.rx_row(batch).get(key))
             if value is not None:
                 xs.append(batch)
                 ys.append(value)
@@ -285,7 +378,7 @@ class WatchState:
         return transport in RADIO_TRANSPORTS or self.constellation is not None
 
     def paused(self) -> bool:
-        return bool(self.tx.status.get("paused"))
+        return bool(self._link_status().get("paused"))
 
     def control_endpoint(self) -> str | None:
         """TX's control endpoint as announced, its wildcard host replaced by the monitor's host."""
@@ -303,6 +396,12 @@ class WatchState:
 def _fingerprint(reply: Mapping[str, Any]) -> str:
     """A control reply as a comparable string (the stream's echo carries the reply plus its name)."""
     return json.dumps({k: v for k, v in reply.items() if k != "name"}, sort_keys=True, default=str)
+
+
+def _rx_name(data: Mapping[str, Any]) -> str:
+    """The receiver a row or event names ("" if none, or not a name)."""
+    name = data.get("rx")
+    return name if isinstance(name, str) and 0 < len(name) <= MAX_RX_CHARS else ""
 
 
 def _map(value: Any) -> Mapping[str, Any]:

@@ -7,7 +7,7 @@ import pytest
 
 from common.telemetry.stream import MonitorMessage, constellation_data
 from common.tools.watch.source import NOT_ALLOWED, Refusal
-from common.tools.watch.state import HISTORY, STALE_S, WatchState
+from common.tools.watch.state import HISTORY, MAX_RECEIVERS, STALE_S, WatchState
 
 TX, RX = "tcp://10.0.0.1:5557", "tcp://10.0.0.2:5558"
 
@@ -145,3 +145,83 @@ def test_radio_follows_the_transport(transport: str | None, radio: bool) -> None
     state = WatchState(TX)
     state.apply(msg("status", {**STATUS, "transport": transport}), 0.0)
     assert state.radio() is radio
+
+
+# -- several receivers (issue 17): rows kept per receiver, the screen follows the selected one ----------------
+
+
+def plan(modulation: str, alpha: int) -> dict[str, object]:
+    return {"modulation": modulation, "alpha": alpha, "b_max": alpha * 1000, "n_max": 190 + alpha // 10,
+            "value_type": "float32"}
+
+
+def many_status(paused: str | None = None) -> dict[str, object]:
+    receivers = {name: {"plan": plan(mod, alpha), "acked": acked, "lost": lost, "accuracy": 0.5, "paused": name == paused,
+                        "shift": "none", "policy": "fixed", "link_policy": "manual", "given_up": None}
+                 for name, mod, alpha, acked, lost in (("a", "256qam", 40, 7, 0), ("b", "64qam", 30, 5, 1),
+                                                       ("c", "qpsk", 10, 2, 3))}
+    return {**STATUS, "receivers": receivers}
+
+
+def test_rows_of_several_receivers_are_kept_apart_and_the_selected_one_is_followed() -> None:
+    state = WatchState(TX)
+    state.apply(msg("status", many_status()), 0.0)
+    for name, accuracy in (("a", 0.9), ("b", 0.7), ("c", 0.4)):  # each link numbers its own batches from 0
+        state.apply(msg("record", {"batch": 0, "status": "ok", "rx": name, "accuracy": accuracy, "gate": -0.01,
+                                   "align_action": f"act-{name}", "shift": f"rotate:{len(name)}"}), 0.0)
+    assert state.multi() and state.receivers() == ["a", "b", "c"] and state.current() == "a"
+    assert state.series("accuracy") == ([0], [0.9])
+    assert state.header()["modulation"] == "256qam" and state.target() == "a"
+    state.select_next()
+    assert state.current() == "b" and state.series("accuracy") == ([0], [0.7])
+    assert (state.header()["modulation"], state.header()["alpha"], state.header()["B_max"]) == ("64qam", "30", "30000")
+    state.select("c")
+    state.select_next()
+    assert state.current() == "a"  # Tab wraps round
+    rows = state.receiver_rows()
+    assert [(r["rx"], r["modulation"], r["alpha"], r["acked/lost"], r["accuracy"], r["gate"], r["action"])
+            for r in rows] == [("a", "256qam", "40", "7/0", "0.900", "-0.010", "act-a"),
+                               ("b", "64qam", "30", "5/1", "0.700", "-0.010", "act-b"),
+                               ("c", "qpsk", "10", "2/3", "0.400", "-0.010", "act-c")]
+
+
+def test_pause_follows_the_selected_receiver() -> None:
+    state = WatchState(TX)
+    state.apply(msg("status", many_status(paused="b")), 0.0)
+    assert not state.paused()
+    state.select("b")
+    assert state.paused()
+
+
+def test_with_several_receivers_lines_name_the_receiver_and_rx_rows_are_not_merged() -> None:
+    state = WatchState(TX, RX)
+    state.apply(msg("status", many_status()), 0.0)
+    state.apply(msg("event", {"name": "resend", "batch": 7, "attempt": 1, "rx": "b"}), 0.0)
+    state.apply(msg("record", {"batch": 3, "status": "lost", "reason": "no acknowledgement", "rx": "c"}), 0.0)
+    assert [e.text for e in state.events] == ["TX to b resend: batch 7 attempt 1",
+                                              "batch 3 to c lost: no acknowledgement"]
+    # Which of TX's receivers the watched RX is, nobody says: its rows fill no receiver's gaps.
+    state.apply(msg("record", {"batch": 0, "status": "ok", "rx": "a"}), 0.0)
+    state.apply(msg("record", {"batch": 0, "snr_db": 30.0}, role="rx"), 0.0)
+    assert state.series("snr_db", rx_fallback=True)[0] == []
+
+
+def test_one_receiver_named_rx_looks_as_before() -> None:
+    state = WatchState(TX, RX)
+    state.apply(msg("status", {**STATUS, "rx": "rx", "receivers": {"rx": {"plan": plan("64qam", 30)}}}), 0.0)
+    state.apply(msg("event", {"name": "resend", "batch": 7, "attempt": 1, "rx": "rx"}), 0.0)
+    state.apply(msg("record", {"batch": 0, "status": "ok", "rx": "rx"}), 0.0)
+    state.apply(msg("record", {"batch": 0, "snr_db": 30.0}, role="rx"), 0.0)
+    assert not state.multi() and state.target() is None
+    assert state.events[-1].text == "TX resend: batch 7 attempt 1"
+    assert state.header()["modulation"] == "256qam"  # TX's own status, as before
+    assert state.series("snr_db", rx_fallback=True)[0] == [0]
+
+
+def test_receiver_names_are_bounded() -> None:
+    state = WatchState(TX)
+    for i in range(MAX_RECEIVERS + 5):
+        state.apply(msg("record", {"batch": 0, "status": "ok", "rx": f"r{i}"}, seq=i + 1), 0.0)
+    state.apply(msg("record", {"batch": 1, "status": "ok", "rx": "x" * 1000}, seq=99), 0.0)
+    # The overlong name is no name (it would go to the unnamed table): refused like the others past the cap.
+    assert len(state.tables) == MAX_RECEIVERS and state.bad_messages == 6 and "" not in state.tables
