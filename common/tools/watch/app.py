@@ -3,7 +3,8 @@
 It polls its ``Source`` ten times a second (never blocking), redraws what changed, and sends
 control requests to TX from a worker thread so a slow or absent TX never freezes the screen.
 Below ``COMPACT_COLS`` x ``COMPACT_ROWS`` (an 80x24 terminal) it switches to a compact layout:
-one row of plots, the table's short columns, the events under the table.
+one row of plots, the table's short columns, the events under the table. A TX with several
+receivers adds a receivers table; Tab or 1-9 select the one the plots, batch table and keys follow.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from rich.text import Text
 from textual import events
@@ -30,8 +31,16 @@ from common.tools.watch.source import Source
 from common.tools.watch.state import Event, WatchState
 from common.transport.security import SecurityConfig
 
-#: A control request: (TX's control endpoint, command, argument) -> TX's decoded reply.
-Control = Callable[[str, str, "str | int | None"], dict[str, Any]]
+
+class Control(Protocol):
+    """A control request: (TX's control endpoint, command, argument) -> TX's decoded reply.
+
+    ``rx`` (the receiver it is for) is passed only when TX has several: a one-receiver TX is
+    asked exactly as before.
+    """
+
+    def __call__(self, endpoint: str, cmd: str, arg: str | int | None, *, rx: str = ...) -> dict[str, Any]: ...
+
 
 POLL_S = 0.1
 #: Plots are redrawn at most this often.
@@ -59,20 +68,37 @@ WIDE_HEADER = (("modulation", "alpha", "B_max", "N_max", "value type"),
 COMPACT_HEADER = (("modulation", "alpha", "B_max", "N_max", "value type"),
                   ("alpha policy", "alignment", "link", "transport"), ("shift", "clock sync"))
 COMPACT_LABELS = {"modulation": "mod", "value type": "type", "alpha policy": "policy", "alignment": "align",
-                  "clock sync": "sync"}
+                  "clock sync": "sync", "receiver": "rx"}
+#: With several receivers the receivers table shows each one's plan: the header names the followed one.
+WIDE_MULTI_HEADER = (("receiver", "alpha policy", "alignment", "shift", "link"), ("transport", "clock sync"))
+COMPACT_MULTI_HEADER = (("receiver", "alpha policy", "alignment", "link", "transport"), ("shift", "clock sync"))
+#: The receivers table (several receivers): (heading, ``WatchState.receiver_rows`` key), wide and compact.
+WIDE_RECEIVERS = (("#", ""), ("rx", "rx"), ("mod", "modulation"), ("alpha", "alpha"), ("B_max", "B_max"),
+                  ("N_max", "N_max"), ("type", "value type"), ("acked/lost", "acked/lost"), ("acc", "accuracy"),
+                  ("shift", "shift"), ("gate", "gate"), ("action", "action"), ("state", "state"))
+#: Compact fits 80 columns: no number column (the mark sits before the name), no state column,
+#: shorter names, shifts and value types, a gate of two decimals.
+COMPACT_RECEIVERS = (("rx", "rx"), ("mod", "modulation"), ("α", "alpha"), ("B_max", "B_max"), ("N", "N_max"),
+                     ("type", "value type"), ("ack/lost", "acked/lost"), ("acc", "accuracy"), ("shift", "shift"),
+                     ("gate", "gate"), ("action", "action"))
+#: Characters of a receiver's name in its table (compact, wide), and of a shift or an action (compact).
+COMPACT_NAME = 4
+WIDE_NAME = 16
+COMPACT_RECEIVER_TEXT = 9
 #: Events drawn in the pane (newest first).
 EVENT_LINES = 30
 MODULATIONS = tuple(m.value for m in Modulation)
 _LEVEL_STYLE = {"info": "", "warning": "yellow", "error": "bold red"}
 
 
-def default_control(endpoint: str, cmd: str, arg: str | int | None, *,
+def default_control(endpoint: str, cmd: str, arg: str | int | None, *, rx: str | None = None,
                     security: SecurityConfig | None = None) -> dict[str, Any]:
-    """A control request as ``semalign ctl`` sends it (CURVE with ``security``'s keys)."""
+    """A control request as ``semalign ctl`` sends it (CURVE with ``security``'s keys), for
+    receiver ``rx`` (None: as ``ctl`` without ``--rx``)."""
     from tx.control import ControlRequest
     from tx.ctl import request
 
-    return request(endpoint, ControlRequest(cmd, arg), timeout_s=2.0, tries=2, security=security)
+    return request(endpoint, ControlRequest(cmd, arg, rx), timeout_s=2.0, tries=2, security=security)
 
 
 class ModulationScreen(ModalScreen[str | None]):
@@ -136,7 +162,7 @@ class AskScreen(ModalScreen[str | None]):
 
 
 class WatchApp(App[None]):
-    """Both daemons at a glance; m/a/s/p steer TX, q quits."""
+    """Both daemons at a glance; m/a/s/p steer TX (the selected receiver: Tab, 1-9), q quits."""
 
     TITLE = "semalign watch"
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -145,6 +171,9 @@ class WatchApp(App[None]):
         Binding("s", "shift", "shift"),
         Binding("p", "pause", "pause/resume"),
         Binding("q", "quit", "quit"),
+        # Priority: the screen's own Tab (focus) would take it first; shown with several receivers only.
+        Binding("tab", "next_receiver", "rx 1-9", priority=True),
+        *(Binding(str(n), f"receiver({n})", f"receiver {n}", show=False) for n in range(1, 10)),
     ]
     # The main screen's classes pick the layout: -compact (a small terminal) and -radio (a
     # transport with SNR and a constellation; on zmq their panes would stay empty).
@@ -162,6 +191,10 @@ class WatchApp(App[None]):
     Screen.-compact #bottom { height: 1fr; grid-size: 1 2; grid-columns: 1fr; grid-rows: 1fr 4; }
     Screen.-compact #batches { overflow-y: hidden; }
     Screen.-compact #events { border-left: none; border-top: solid $accent; padding: 0 1; }
+    #receivers { display: none; height: auto; max-height: 12; }
+    Screen.-multi #receivers { display: block; }
+    Screen.-compact #receivers { max-height: 6; }
+    Screen.-compact.-multi #plots { height: 7; }
     """
 
     def __init__(self, source: Source, tx_endpoint: str, rx_endpoint: str | None = None, *,
@@ -176,12 +209,13 @@ class WatchApp(App[None]):
         self._drawn = -1
         self._shot_at: tuple[Path, float] | None = None
         self._last_draw = 0.0
-        #: (compact, radio) as last laid out; None before the first layout.
-        self._layout: tuple[bool, bool] | None = None
+        #: (compact, radio, several receivers) as last laid out; None before the first layout.
+        self._layout: tuple[bool, bool, bool] | None = None
 
     # -- layout ----------------------------------------------------------------------
     def compose(self) -> ComposeResult:
         yield Static(id="header")
+        yield DataTable(id="receivers", cursor_type="row")
         with Grid(id="plots"):
             yield PlotextPlot(id="accuracy")
             yield PlotextPlot(id="latency")
@@ -199,6 +233,9 @@ class WatchApp(App[None]):
         self._header = self.query_one("#header", Static)
         self._events = self.query_one("#events", Static)
         self._table = self.query_one("#batches", DataTable)
+        self._receivers = self.query_one("#receivers", DataTable)
+        # Tab and 1-9 select a receiver: focus on a table would only take the keys' place.
+        self._table.can_focus = self._receivers.can_focus = False
         self._plots = {name: self.query_one(f"#{name}", PlotextPlot)
                        for name in ("accuracy", "latency", "snr", "constellation")}
         self._lay_out()
@@ -218,13 +255,19 @@ class WatchApp(App[None]):
 
     def _lay_out(self) -> bool:
         """Fit the panes to the terminal and the transport; whether anything changed."""
-        layout = (self.compact, self.state.radio())
+        layout = (self.compact, self.state.radio(), self.state.multi())
         if layout == self._layout:
             return False
+        multi_changed = self._layout is None or self._layout[2] != layout[2]
         self._layout = layout
-        compact, radio = layout
+        compact, radio, multi = layout
         self._main.set_class(compact, "-compact")
         self._main.set_class(radio, "-radio")
+        self._main.set_class(multi, "-multi")
+        self._receivers.clear(columns=True)
+        self._receivers.add_columns(*(heading for heading, _ in (COMPACT_RECEIVERS if compact else WIDE_RECEIVERS)))
+        if multi_changed:
+            self.refresh_bindings()  # the footer's "next rx" comes and goes with the receivers table
         columns: tuple[str, ...]
         if compact:
             columns = COMPACT_RADIO_COLUMNS if radio else COMPACT_COLUMNS
@@ -255,6 +298,7 @@ class WatchApp(App[None]):
         self._draw_events()
         if self.state.version != self._drawn or force:
             self._draw_table()
+            self._draw_receivers()
         if force or now - self._last_draw >= REDRAW_S:
             self._draw_plots()
             self._last_draw = now
@@ -271,7 +315,13 @@ class WatchApp(App[None]):
             text.append(peer.describe(now), style=style)
         compact = self.compact
         header = state.header()
-        for line in COMPACT_HEADER if compact else WIDE_HEADER:
+        lines: tuple[tuple[str, ...], ...]
+        if state.multi():
+            header["receiver"] = state.current()
+            lines = COMPACT_MULTI_HEADER if compact else WIDE_MULTI_HEADER
+        else:
+            lines = COMPACT_HEADER if compact else WIDE_HEADER
+        for line in lines:
             text.append("\n")
             for i, key in enumerate(line):
                 label = COMPACT_LABELS.get(key, key) if compact else key
@@ -291,10 +341,10 @@ class WatchApp(App[None]):
     def _draw_table(self) -> None:
         table = self._table
         table.clear()
-        compact, radio = self._layout or (False, False)
+        compact, radio, _ = self._layout or (False, False, False)
         rows = list(self.state.batches.items())[-TABLE_ROWS:]
         for batch, row in reversed(rows):
-            rx_row = self.state.rx_batches.get(batch, {})
+            rx_row = self.state.rx_row(batch)
             snr = number(row.get("snr_db"))
             snr = snr if snr is not None else number(rx_row.get("snr_db"))
             frames_lost = row.get("frames_lost", rx_row.get("frames_lost"))
@@ -315,13 +365,35 @@ class WatchApp(App[None]):
                          _cut(shift, WIDE_TEXT), _num(gate, "+.3f"), _cut(action, WIDE_TEXT), status]
             table.add_row(*cells)
 
+    def _draw_receivers(self) -> None:
+        """One row per receiver (several only); the followed one marked and under the cursor."""
+        table = self._receivers
+        table.clear()
+        if not self.state.multi():
+            return
+        compact = self._layout is not None and self._layout[0]
+        chosen = self.state.receivers().index(self.state.current())
+        for i, row in enumerate(self.state.receiver_rows("+.2f" if compact else "+.3f")):
+            mark = "▶" if i == chosen else " "
+            if compact:
+                cells = {**row, "rx": mark + _cut(row["rx"], COMPACT_NAME),
+                         "value type": row["value type"].replace("float", "f"),
+                         "shift": _cut(row["shift"], COMPACT_RECEIVER_TEXT),
+                         "action": _cut(row["action"], COMPACT_RECEIVER_TEXT)}
+                table.add_row(*(cells[key] for _, key in COMPACT_RECEIVERS))
+            else:
+                cells = {**row, "": mark + (str(i + 1) if i < 9 else " "), "rx": _cut(row["rx"], WIDE_NAME),
+                         "shift": _cut(row["shift"], WIDE_TEXT), "action": _cut(row["action"], WIDE_TEXT)}
+                table.add_row(*(cells[key] for _, key in WIDE_RECEIVERS))
+        table.move_cursor(row=chosen, animate=False)
+
     def _draw_plots(self) -> None:
         state = self.state
         acc = self._plots["accuracy"].plt
         acc.clear_data()
         acc.clear_figure()
         xs, ys = state.series("accuracy")
-        acc.title("accuracy per batch")
+        acc.title("accuracy per batch" + (f": {state.current()}" if state.multi() else ""))
         if xs:
             acc.plot(xs, ys, marker="dot")
             acc.xticks(_batch_ticks(xs))
@@ -372,9 +444,11 @@ class WatchApp(App[None]):
 
     def _request(self, cmd: str, arg: str | int | None) -> None:
         """One key press, one event line: "sent", then the reply in its place (TX's echo of it
-        on the monitor stream is not shown again)."""
+        on the monitor stream is not shown again). With several receivers, for the selected one."""
         endpoint = self._endpoint()
-        what = f"ctl {cmd}" + ("" if arg is None else f" {arg}")
+        rx = self.state.target()
+        target = {} if rx is None else {"rx": rx}
+        what = "ctl" + ("" if rx is None else f" --rx {rx}") + f" {cmd}" + ("" if arg is None else f" {arg}")
         if endpoint is None:
             self._event(Event(f"{what}: TX's control endpoint is not known yet (no status from TX)", "warning"))
             return
@@ -383,7 +457,7 @@ class WatchApp(App[None]):
 
         def send() -> None:
             try:
-                reply: dict[str, Any] | str = self.control(endpoint, cmd, arg)
+                reply: dict[str, Any] | str = self.control(endpoint, cmd, arg, **target)
             except SemalignError as exc:
                 reply = str(exc)
             self.call_from_thread(self._on_reply, line, what, reply)
@@ -440,6 +514,22 @@ class WatchApp(App[None]):
                 self._request("clear-shift", None)
 
         self.push_screen(AskScreen("sensor shift (empty clears)", "e.g. rotate:20+noise:0.1"), chosen)
+
+    def action_next_receiver(self) -> None:
+        self.state.select_next()
+        self._draw(force=True)
+
+    def action_receiver(self, number: int) -> None:
+        names = self.state.receivers()
+        if 1 <= number <= len(names):
+            self.state.select(names[number - 1])
+            self._draw(force=True)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # Selecting is for several receivers, on the main screen (a dialog keeps its keys).
+        if action in ("next_receiver", "receiver"):
+            return self.state.multi() and self.screen is getattr(self, "_main", None)
+        return True
 
     def action_pause(self) -> None:
         self._request("resume" if self.state.paused() else "pause", None)

@@ -287,7 +287,7 @@ class WatchState:
         """One receiver's figures and plan from TX's status (its ``receivers`` map)."""
         return _map(_map(self.tx.status.get("receivers")).get(name))
 
-    def receiver_rows(self) -> list[dict[str, str]]:
+    def receiver_rows(self, gate_spec: str = "+.3f") -> list[dict[str, str]]:
         """One row per receiver: its plan, counts, last accuracy and its last batch's alignment."""
         rows = []
         for name in self.receivers():
@@ -305,7 +305,7 @@ class WatchState:
                 "value type": _text(plan.get("value_type", last.get("value_type"))),
                 "acked/lost": f"{_text(status.get('acked'))}/{_text(status.get('lost'))}",
                 "accuracy": "lost" if last.get("status") == "lost" else _fmt(accuracy, ".3f"),
-                "shift": _text(last.get("shift", status.get("shift"))), "gate": _fmt(gate, "+.3f"),
+                "shift": _text(last.get("shift", status.get("shift"))), "gate": _fmt(gate, gate_spec),
                 "action": _text(last.get("align_action")),
                 "state": "given up" if status.get("given_up") else "paused" if status.get("paused") is True else "",
             })

@@ -341,3 +341,134 @@ def test_a_refusal_is_on_screen_until_the_daemon_admits_the_key() -> None:
                     f"waiting for RX at {RX}" in text_of(app, "#header"), "the refusal gone from the header")
 
     run_sized(check, source, (80, 24))
+
+
+# -- several receivers (issue 17): a receivers table, Tab or 1-9 select, the keys steer the selected one ---------
+
+PLANS = {"a": PLAN_256, "b": PLAN_64, "c": {**PLAN_64, "modulation": "qpsk", "alpha": 10, "b_max": 10000,
+                                          "n_max": 150, "value_type": "int8"}}
+
+
+class FakeTxMany:
+    """TX's control socket with three receivers: the reply is the named receiver's, as TX's is."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, Any, str | None]] = []
+
+    def __call__(self, endpoint: str, cmd: str, arg: Any, *, rx: str | None = None) -> dict[str, Any]:
+        self.calls.append((endpoint, cmd, arg, rx))
+        name = rx or "a"
+        return {"ok": True, "message": f"{cmd} applied from batch 5", "plan": PLANS[name], "rx": name,
+                "receivers": {name: {"ok": True, "message": f"{cmd} applied from batch 5", "plan": PLANS[name]}}}
+
+
+def many_stream(transport: str = "zmq", batches: int = 4) -> FakeSource:
+    source = FakeSource()
+    receivers = {name: {"plan": plan, "acked": 10 + i, "lost": i, "accuracy": 0.5, "paused": False,
+                        "shift": "none", "policy": "fixed", "link_policy": "manual", "transport": transport,
+                        "given_up": None, "endpoint": f"tcp://10.0.0.{i}:5555"}
+                 for i, (name, plan) in enumerate(PLANS.items())}
+    message = status(1, PLAN_256)
+    message.data.update({"transport": transport, "receivers": receivers})
+    source.push(message)
+    seq = 2
+    for batch in range(batches):  # each link numbers its own batches: the same ids, three receivers
+        for i, (name, plan) in enumerate(PLANS.items()):
+            row = record(seq, batch, plan, 0.9 - 0.2 * i + 0.01 * batch)
+            row.data.update({"rx": name, "shift": f"rotate:{10 * (i + 1)}", "gate": -0.01 * (i + 1),
+                             "align_action": ("keep", "strong", "skip")[i]})
+            source.push(row)
+            seq += 1
+    return source
+
+
+def cells(table: DataTable[Any], row: int) -> list[str]:
+    return [str(c) for c in table.get_row_at(row)]
+
+
+@pytest.mark.parametrize("size", [(80, 24), (160, 50)])
+def test_three_receivers_show_one_row_each_and_the_selected_ones_batches(size: tuple[int, int]) -> None:
+    async def check(app: WatchApp, pilot: Pilot[None]) -> None:
+        receivers = app.query_one("#receivers", DataTable)
+        await until(pilot, lambda: receivers.row_count == 3, "a row per receiver")
+        await until(pilot, lambda: app.query_one("#batches", DataTable).row_count == 4, "a's batches")
+        await pilot.pause(0.3)
+        assert receivers.display and receivers.virtual_size.width <= receivers.region.width
+        rows = [cells(receivers, i) for i in range(3)]
+        if size == (80, 24):  # the mark before the name, short value types, gates of two decimals
+            assert rows == [["▶a", "256qam", "40", "40000", "193", "f32", "10/0", "0.930", "rotate:10", "-0.01", "keep"],
+                            [" b", "64qam", "30", "30000", "191", "f32", "11/1", "0.730", "rotate:20", "-0.02", "strong"],
+                            [" c", "qpsk", "10", "10000", "150", "int8", "12/2", "0.530", "rotate:30", "-0.03", "skip"]]
+        else:
+            assert rows == [
+                ["▶1", "a", "256qam", "40", "40000", "193", "float32", "10/0", "0.930", "rotate:10", "-0.010", "keep", ""],
+                [" 2", "b", "64qam", "30", "30000", "191", "float32", "11/1", "0.730", "rotate:20", "-0.020", "strong", ""],
+                [" 3", "c", "qpsk", "10", "10000", "150", "int8", "12/2", "0.530", "rotate:30", "-0.030", "skip", ""]]
+        table = app.query_one("#batches", DataTable)
+        assert table.virtual_size.width <= table.region.width
+        assert [cells(table, i)[1] for i in range(4)] == ["256qam"] * 4  # a's batches only, not b's or c's
+        await pilot.press("tab")
+        await until(pilot, lambda: cells(table, 0)[1] == "64qam", "b's batches")
+        assert cells(receivers, 1)[0] in ("▶2", "▶b") and receivers.cursor_row == 1
+        assert [cells(table, i)[0] for i in range(4)] == ["3", "2", "1", "0"]
+        assert " ".join(text_of(app, "#header").split()).count(": b") == 1
+        await pilot.press("3")
+        await until(pilot, lambda: cells(table, 0)[1] == "qpsk", "c's batches")
+        assert app.state.series("accuracy")[1] == pytest.approx([0.5, 0.51, 0.52, 0.53])
+        text = "\n".join(screen_text(app))
+        assert "accuracy per batch: c" in text and "tab rx 1-9" in text and "q quit" in text
+        for name in ("accuracy", "events", "batches"):
+            region = app.query_one(f"#{name}").region
+            assert region.height >= (3 if name != "accuracy" else 5), (name, region)
+
+    run_sized(check, many_stream(), size)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (160, 50)])
+def test_the_keys_steer_the_selected_receiver(size: tuple[int, int]) -> None:
+    tx = FakeTxMany()
+
+    async def check(app: WatchApp, pilot: Pilot[None]) -> None:
+        await until(pilot, lambda: app.query_one("#receivers", DataTable).row_count == 3, "a row per receiver")
+        await pilot.press("tab")
+        await until(pilot, lambda: app.state.current() == "b", "b selected")
+        await pilot.press("m")
+        await pilot.pause(0.1)
+        await pilot.press("down", "enter")  # from b's 64qam, one down is 256qam
+        await until(pilot, lambda: len(tx.calls) == 1, "the request")
+        assert tx.calls == [(CTL, "set-modulation", "256qam", "b")]
+        await until(pilot, lambda: "ctl --rx b set-modulation 256qam: set-modulation applied from batch 5"
+                    in events_of(app), "the reply, naming b")
+        await pilot.press("3", "p")
+        await until(pilot, lambda: len(tx.calls) == 2, "the pause")
+        assert tx.calls[1] == (CTL, "pause", None, "c")
+        await pilot.press("a")
+        await pilot.pause(0.1)
+        await pilot.press("2", "0", "enter")  # digits in the dialog are the alpha's, not a selection
+        await until(pilot, lambda: len(tx.calls) == 3, "the alpha")
+        assert tx.calls[2] == (CTL, "set-alpha", 20, "c") and app.state.current() == "c"
+
+    run_sized(check, many_stream(), size, control=tx)  # type: ignore[arg-type]
+
+
+def test_one_receiver_named_rx_has_no_receivers_table_and_requests_name_none() -> None:
+    source, tx = FakeSource(), FakeTx()
+    message = status(1, PLAN_256)
+    message.data.update({"rx": "rx", "receivers": {"rx": {"plan": PLAN_256, "acked": 3, "lost": 0}}})
+    source.push(message)
+    for batch in range(3):
+        row = record(batch + 2, batch, PLAN_256, 0.9)
+        row.data["rx"] = "rx"
+        source.push(row)
+
+    async def check(app: WatchApp, pilot: Pilot[None]) -> None:
+        await until(pilot, lambda: app.query_one("#batches", DataTable).row_count == 3, "three table rows")
+        assert not app.query_one("#receivers").display
+        assert "modulation: 256qam" in text_of(app, "#header")
+        text = "\n".join(screen_text(app))
+        assert "rx 1-9" not in text and "accuracy per batch:" not in text
+        await pilot.press("tab", "2", "p")  # no receiver to select: p pauses as before
+        await until(pilot, lambda: len(tx.calls) == 1, "the request")
+        assert tx.calls == [(CTL, "pause", None)]
+
+    run(check, source, tx)
