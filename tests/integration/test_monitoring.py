@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import msgpack
 import pytest
@@ -215,3 +216,61 @@ def test_tx_says_on_its_stream_when_rx_is_unreachable_and_when_it_stops(digits_b
     assert unreachable and unreachable[0]["endpoint"] == data
     (stopped,) = [e for e in events if e["name"] == "stopped"]
     assert "no receiver answered" in str(stopped["fatal"]) and stopped["finished"] is False
+
+
+def test_watch_steers_the_selected_one_of_two_receivers(digits_bundle_dir: Path, tmp_path: Path) -> None:
+    """Issue 17: watch shows a row per receiver of a real TX, and its keys steer only the selected one."""
+    pytest.importorskip("textual")
+    import asyncio
+
+    from textual.widgets import DataTable
+
+    from common.tools.watch.app import WatchApp, default_control
+    from common.tools.watch.source import MonitorSource
+    from tests.integration.test_daemons import start_rx
+
+    eps = {name: ep() for name in "ab"}
+    ctl_ep, tx_mon = ep(), ep()
+    rxs = [start_rx(digits_bundle_dir, data, tmp_path, name=name) for name, data in eps.items()]
+    tx = Daemon("tx", ["--dataset", "digits", "--bundle", str(digits_bundle_dir), "--control", ctl_ep,
+                       "--receivers", *(f"{name}={data}" for name, data in eps.items()), "--modulation", "256qam",
+                       "--batches", "0", "--interval", "0.2", "--max-inflight", "1", "--monitor", tx_mon,
+                       "--metrics-out", str(tmp_path / "tx.jsonl")], tmp_path / "tx.log")
+
+    def plans() -> dict[str, str]:
+        reply = request(ctl_ep, ControlRequest("status"))
+        return {name: each["plan"]["modulation"] for name, each in reply["receivers"].items()}
+
+    async def watch() -> list[str]:
+        app = WatchApp(MonitorSource([tx_mon]), tx_mon, control=default_control)
+        async with app.run_test(size=(80, 24)) as pilot:
+            receivers = app.query_one("#receivers", DataTable)
+
+            async def until(condition: Any, what: str, timeout_s: float = 60.0) -> None:
+                for _ in range(int(timeout_s / 0.1)):
+                    if condition():
+                        return
+                    await pilot.pause(0.1)
+                raise AssertionError(f"timed out waiting for {what}: {[e.text for e in app.state.events]}")
+
+            await until(lambda: receivers.row_count == 2 and app.state.control_endpoint() == ctl_ep,
+                        "a row per receiver and TX's control endpoint")
+            await pilot.press("tab")
+            await until(lambda: app.state.current() == "b", "b selected")
+            await pilot.press("m")
+            await pilot.pause(0.2)
+            await pilot.press("up", "enter")  # from b's 256qam, one up is 64qam
+            await until(lambda: any("ctl --rx b set-modulation 64qam: " in e.text and "applied" in e.text
+                                    for e in app.state.events), "TX's reply to the request for b")
+            await until(lambda: [str(receivers.get_row_at(i)[1]) for i in range(2)] == ["256qam", "64qam"],
+                        "b's new plan in its row, a's unchanged")
+            return [e.text for e in app.state.events]
+
+    try:
+        wait_for(lambda: len(metrics(tmp_path / "tx.jsonl")) >= 2, 90, "batches flowing")
+        asyncio.run(watch())
+        assert plans() == {"a": "256qam", "b": "64qam"}
+    finally:
+        tx.stop()
+        for rx in rxs:
+            rx.stop()
