@@ -393,7 +393,9 @@ class WatchApp(App[None]):
         acc.clear_data()
         acc.clear_figure()
         xs, ys = state.series("accuracy")
-        acc.title("accuracy per batch" + (f": {state.current()}" if state.multi() else ""))
+        # With several receivers the plots are the selected one's: their titles name it.
+        whose = f": {state.current()}" if state.multi() else ""
+        acc.title("accuracy per batch" + whose)
         if xs:
             acc.plot(xs, ys, marker="dot")
             acc.xticks(_batch_ticks(xs))
@@ -403,7 +405,7 @@ class WatchApp(App[None]):
         lat = self._plots["latency"].plt
         lat.clear_data()
         lat.clear_figure()
-        lat.title("comm / C / D per batch (ms)")
+        lat.title("comm / C / D per batch (ms)" + whose)
         rows = [(b, r) for b, r in state.batches.items() if r.get("status") == "ok"][-30:]
         if rows:
             parts = [[max(0.0, (number(r.get(k)) or 0.0) * 1e3) for _, r in rows]
@@ -418,7 +420,7 @@ class WatchApp(App[None]):
         sx, sy = state.series("snr_db", rx_fallback=True)
         fx, fy = state.series("frames_lost", rx_fallback=True)
         if sx:
-            snr.title("SNR (dB) and frames lost")
+            snr.title("SNR (dB) and frames lost" + whose)
             snr.plot(sx, sy, label="SNR dB", marker="dot")
             snr.xticks(_batch_ticks(sx))
             if fx:

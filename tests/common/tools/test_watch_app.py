@@ -236,7 +236,7 @@ def aligned_stream(transport: str, batches: int = 14) -> FakeSource:
 
 
 def run_sized(test: Callable[[WatchApp, Pilot[None]], Any], source: FakeSource, size: tuple[int, int],
-              control: FakeTx | None = None) -> None:
+              control: Callable[..., dict[str, Any]] | None = None) -> None:
     async def main() -> None:
         app = WatchApp(source, TX, RX, control=control or FakeTx())
         async with app.run_test(size=size) as pilot:
@@ -417,6 +417,7 @@ def test_three_receivers_show_one_row_each_and_the_selected_ones_batches(size: t
         assert app.state.series("accuracy")[1] == pytest.approx([0.5, 0.51, 0.52, 0.53])
         text = "\n".join(screen_text(app))
         assert "accuracy per batch: c" in text and "tab rx 1-9" in text and "q quit" in text
+        assert "comm / C / D per batch (ms): c" in text  # zmq: the second plot is the latency one
         for name in ("accuracy", "events", "batches"):
             region = app.query_one(f"#{name}").region
             assert region.height >= (3 if name != "accuracy" else 5), (name, region)
@@ -448,7 +449,7 @@ def test_the_keys_steer_the_selected_receiver(size: tuple[int, int]) -> None:
         await until(pilot, lambda: len(tx.calls) == 3, "the alpha")
         assert tx.calls[2] == (CTL, "set-alpha", 20, "c") and app.state.current() == "c"
 
-    run_sized(check, many_stream(), size, control=tx)  # type: ignore[arg-type]
+    run_sized(check, many_stream(), size, control=tx)
 
 
 def test_one_receiver_named_rx_has_no_receivers_table_and_requests_name_none() -> None:
