@@ -10,7 +10,7 @@ receivers adds a receivers table; Tab or 1-9 select the one the plots, batch tab
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -234,8 +234,8 @@ class WatchApp(App[None]):
         self._events = self.query_one("#events", Static)
         self._table = self.query_one("#batches", DataTable)
         self._receivers = self.query_one("#receivers", DataTable)
-        # Tab and 1-9 select a receiver: focus on a table would only take the keys' place.
-        self._table.can_focus = self._receivers.can_focus = False
+        # Tab and 1-9 select a receiver: arrow keys on this table's cursor would only seem to.
+        self._receivers.can_focus = False
         self._plots = {name: self.query_one(f"#{name}", PlotextPlot)
                        for name in ("accuracy", "latency", "snr", "constellation")}
         self._lay_out()
@@ -267,7 +267,7 @@ class WatchApp(App[None]):
         self._receivers.clear(columns=True)
         self._receivers.add_columns(*(heading for heading, _ in (COMPACT_RECEIVERS if compact else WIDE_RECEIVERS)))
         if multi_changed:
-            self.refresh_bindings()  # the footer's "next rx" comes and goes with the receivers table
+            self.refresh_bindings()  # the footer's "rx 1-9" comes and goes with the receivers table
         columns: tuple[str, ...]
         if compact:
             columns = COMPACT_RADIO_COLUMNS if radio else COMPACT_COLUMNS
@@ -363,7 +363,7 @@ class WatchApp(App[None]):
                          *([snr_cell, _text(frames_lost)] if radio else
                            [_ms(row.get("latency_finetune_s")), _ms(row.get("latency_classify_s"))]),
                          _cut(shift, WIDE_TEXT), _num(gate, "+.3f"), _cut(action, WIDE_TEXT), status]
-            table.add_row(*cells)
+            table.add_row(*_plain(cells))
 
     def _draw_receivers(self) -> None:
         """One row per receiver (several only); the followed one marked and under the cursor."""
@@ -380,11 +380,11 @@ class WatchApp(App[None]):
                          "value type": row["value type"].replace("float", "f"),
                          "shift": _cut(row["shift"], COMPACT_RECEIVER_TEXT),
                          "action": _cut(row["action"], COMPACT_RECEIVER_TEXT)}
-                table.add_row(*(cells[key] for _, key in COMPACT_RECEIVERS))
+                table.add_row(*_plain(cells[key] for _, key in COMPACT_RECEIVERS))
             else:
                 cells = {**row, "": mark + (str(i + 1) if i < 9 else " "), "rx": _cut(row["rx"], WIDE_NAME),
                          "shift": _cut(row["shift"], WIDE_TEXT), "action": _cut(row["action"], WIDE_TEXT)}
-                table.add_row(*(cells[key] for _, key in WIDE_RECEIVERS))
+                table.add_row(*_plain(cells[key] for _, key in WIDE_RECEIVERS))
         table.move_cursor(row=chosen, animate=False)
 
     def _draw_plots(self) -> None:
@@ -559,6 +559,12 @@ def _batch_ticks(batches: list[int], most: int = 6) -> list[float]:
 
 def _text(value: Any) -> str:
     return "-" if value is None else str(value)
+
+
+def _plain(cells: Iterable[str]) -> list[Text]:
+    """Cells as plain text: DataTable reads a str as markup, and a name or shift spec from the
+    stream such as "[/]" would raise in the middle of a redraw."""
+    return [Text(cell) for cell in cells]
 
 
 def _cut(text: str, width: int) -> str:

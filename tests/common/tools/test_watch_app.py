@@ -107,8 +107,8 @@ def test_records_update_header_table_and_plots() -> None:
                      "alignment: lora/auto", "clock sync: TX none, RX none; B-A estimated"):
             assert part in header, part
         table = app.query_one("#batches", DataTable)
-        assert [table.get_row_at(i)[0] for i in range(3)] == ["2", "1", "0"]  # newest first
-        assert table.get_row_at(0)[1] == "256qam" and table.get_row_at(0)[4] == "0.920"
+        assert [cells(table, i)[0] for i in range(3)] == ["2", "1", "0"]  # newest first
+        assert cells(table, 0)[1] == "256qam" and cells(table, 0)[4] == "0.920"
         assert app.state.series("accuracy")[0] == [0, 1, 2]
         assert app.state.constellation is not None and app.state.constellation[1] == "qpsk"
         # A new status (the next plan) reaches the header.
@@ -473,3 +473,23 @@ def test_one_receiver_named_rx_has_no_receivers_table_and_requests_name_none() -
         assert tx.calls == [(CTL, "pause", None)]
 
     run(check, source, tx)
+
+
+def test_markup_in_names_and_specs_from_the_stream_is_shown_as_it_is() -> None:
+    """A receiver's name, shift spec or action is untrusted text: DataTable read it as markup, and
+    "[/]" raised in the middle of a redraw."""
+    source = many_stream()
+    row = record(99, 7, PLAN_64, 0.5)
+    row.data.update({"rx": "[/]", "shift": "[/]", "align_action": "[bold]x"})
+    source.push(row)
+    row = record(100, 8, PLAN_64, 0.5)
+    row.data.update({"rx": "a", "shift": "[/]", "align_action": "[bold]x"})
+    source.push(row)
+
+    async def check(app: WatchApp, pilot: Pilot[None]) -> None:
+        receivers = app.query_one("#receivers", DataTable)
+        await until(pilot, lambda: receivers.row_count == 4, "a row per receiver, the odd one too")
+        assert cells(receivers, 3)[1:2] == ["[/]"] and cells(receivers, 0)[-4:-1] == ["[/]", "-", "[bold]x"]
+        assert cells(app.query_one("#batches", DataTable), 0)[-4:-1] == ["[/]", "-", "[bold]x"]
+
+    run_sized(check, source, (160, 50))
