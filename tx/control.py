@@ -1,13 +1,18 @@
-"""The control plane: request/reply messages between ``semalign ctl`` and the TX daemon.
+"""The control plane: the table of commands, and the request/reply messages between ``semalign ctl``
+and the TX daemon.
 
 Requests are ``{"v": 1, "cmd": NAME, "arg": ..., "rx": RECEIVER}`` (``rx`` optional: absent, the
-command is for every receiver); replies ``{"v": 1, "ok": bool, ...}``.
+command is for every receiver); replies ``{"v": 1, "ok": bool, ...}``. ``TABLE`` is read by the
+daemon's dispatch (``tx.commands``), ``semalign ctl``, ``semalign watch``'s keys and the test that
+keeps docs/protocol.md's list of commands whole.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from enum import Enum, StrEnum
+from typing import Any, NamedTuple
 
 import msgpack
 
@@ -20,8 +25,83 @@ MAX_INT_ARG = 2**31 - 1
 #: The longest receiver name (``tx.config.RX_NAME``).
 MAX_RX_CHARS = 32
 
-COMMANDS = ("set-modulation", "set-alpha", "set-policy", "amc", "pause", "resume", "status",
-            "set-shift", "clear-shift", "set-value-type", "reset-adapter")
+
+
+class Cmd(StrEnum):
+    """Each command by its name on the wire and on ``semalign ctl``'s command line (a ``str``)."""
+
+    SET_MODULATION = "set-modulation"
+    SET_ALPHA = "set-alpha"
+    SET_POLICY = "set-policy"
+    AMC = "amc"
+    PAUSE = "pause"
+    RESUME = "resume"
+    STATUS = "status"
+    SET_SHIFT = "set-shift"
+    CLEAR_SHIFT = "clear-shift"
+    SET_VALUE_TYPE = "set-value-type"
+    RESET_ADAPTER = "reset-adapter"
+
+
+class Arg(Enum):
+    """What a command's argument is; ``semalign ctl`` refuses a command whose argument is missing."""
+
+    #: None is needed (one given travels and is ignored, as it always was).
+    NONE = "none"
+    #: A string TX parses; ``ctl`` refuses the command without one.
+    REQUIRED = "required"
+    #: An alpha: ``ctl`` parses it as an integer in 1..MAX_INT_ARG (TX checks it against its bundle).
+    ALPHA = "alpha"
+    #: May be left out.
+    OPTIONAL = "optional"
+
+
+class Applies(Enum):
+    """Which of ``tx.commands``'s functions applies a command to a link."""
+
+    #: A new link state (modulation, alpha, policy): a new plan, checked before it replaces the old one.
+    LINK_STATE = "link_state"
+    #: What the batches carry and what RX carries over (shift, value type, adapters), not the budget.
+    ALIGNMENT = "alignment"
+    #: Whether and how TX runs (pause, resume, AMC, status).
+    RUN = "run"
+
+
+class Command(NamedTuple):
+    arg: Arg
+    #: The argument in usage lines (``set-alpha N``, ``reset-adapter [ALPHA]``); "" for none.
+    metavar: str
+    #: What ``semalign ctl``'s help says the argument is for this command; "" for none.
+    arg_help: str
+    applies: Applies
+    help: str
+    #: The reply carries TX's status.
+    reports_status: bool = False
+    #: TX forwards it to RX on the data socket (RX answers in kind).
+    to_rx: bool = False
+
+
+#: Every control command by name, in ``semalign ctl --help``'s order.
+TABLE: dict[str, Command] = {
+    Cmd.SET_MODULATION: Command(Arg.REQUIRED, "NAME", "modulation name", Applies.LINK_STATE,
+                                "switch to a modulation (also switches AMC off)"),
+    Cmd.SET_ALPHA: Command(Arg.ALPHA, "N", "alpha", Applies.LINK_STATE, "fix alpha at N (policy fixed)"),
+    Cmd.SET_POLICY: Command(Arg.REQUIRED, "proportional|fixed", "policy", Applies.LINK_STATE, "the alpha policy"),
+    Cmd.AMC: Command(Arg.REQUIRED, "on|off", "on/off for amc", Applies.RUN, "adaptive modulation on or off",
+                     reports_status=True),
+    Cmd.PAUSE: Command(Arg.NONE, "", "", Applies.RUN, "stop sending batches", reports_status=True),
+    Cmd.RESUME: Command(Arg.NONE, "", "", Applies.RUN, "send batches again", reports_status=True),
+    Cmd.STATUS: Command(Arg.NONE, "", "", Applies.RUN, "TX's figures, plan and receivers", reports_status=True),
+    Cmd.SET_SHIFT: Command(Arg.REQUIRED, "SPEC", "shift spec (rotate:40+noise:0.1)", Applies.ALIGNMENT,
+                           "sensor shift before PCA"),
+    Cmd.CLEAR_SHIFT: Command(Arg.NONE, "", "", Applies.ALIGNMENT, "no sensor shift"),
+    Cmd.SET_VALUE_TYPE: Command(Arg.REQUIRED, "float32|float16|int8", "value type (float32, float16, int8)",
+                                Applies.ALIGNMENT, "the payload's value type"),
+    Cmd.RESET_ADAPTER: Command(Arg.OPTIONAL, "ALPHA", "the alpha to reset-adapter (default all)", Applies.ALIGNMENT,
+                               "RX forgets its carried-over adapters (of ALPHA, default all)", to_rx=True),
+}
+#: The commands' names, in the table's order.
+COMMANDS = tuple(TABLE)
 
 
 @dataclass(frozen=True)
@@ -64,8 +144,13 @@ class ControlRequest:
         return cls(cmd, arg, rx)
 
 
-def encode_reply(ok: bool, *, error: str | None = None, **fields: Any) -> bytes:
-    out: bytes = msgpack.packb({"v": PROTOCOL, "ok": ok, "error": error, **fields}, use_bin_type=True)
+def make_reply(ok: bool, *, error: str | None = None, **fields: Any) -> dict[str, Any]:
+    """A reply as the mapping it travels as: kept so until it is sent, and encoded once."""
+    return {"v": PROTOCOL, "ok": ok, "error": error, **fields}
+
+
+def encode_reply(reply: Mapping[str, Any]) -> bytes:
+    out: bytes = msgpack.packb(dict(reply), use_bin_type=True)
     return out
 
 

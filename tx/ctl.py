@@ -17,7 +17,7 @@ from common.config import add_config_flags, flag_values, load_config
 from common.errors import ConfigError, HandshakeRefused, TransportError
 from common.transport.security import SecurityConfig, secure_client
 from common.wire.messages import MAX_META_BYTES
-from tx.control import COMMANDS, MAX_INT_ARG, ControlRequest, decode_reply
+from tx.control import COMMANDS, MAX_INT_ARG, TABLE, Arg, ControlRequest, decode_reply
 
 REQUEST_TIMEOUT_S = 3.0
 REQUEST_TRIES = 3
@@ -98,8 +98,25 @@ def format_reply(reply: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _usage(name: str) -> str:
+    return f"{name} [{TABLE[name].metavar}]" if TABLE[name].arg is Arg.OPTIONAL else \
+        f"{name} {TABLE[name].metavar}".rstrip()
+
+
+def _epilog() -> str:
+    width = max(len(_usage(name)) for name in TABLE)
+    return "commands:\n" + "\n".join(f"  {_usage(name):<{width}}  {c.help}" for name, c in TABLE.items())
+
+
+def _arg_help() -> str:
+    """"modulation name, alpha, ..., or the alpha to reset-adapter (default all)": the table's, in its order."""
+    each = [c.arg_help for c in TABLE.values() if c.arg_help]
+    return ", ".join(each[:-1]) + ", or " + each[-1]
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="semalign ctl", description="Control a running TX daemon.")
+    parser = argparse.ArgumentParser(prog="semalign ctl", description="Control a running TX daemon.",
+                                     epilog=_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, help="YAML file with tx: and a security: section; flags win")
     add_config_flags(parser, CtlConfig)
     parser.add_argument("--json", action="store_true", help="print the raw reply as JSON")
@@ -107,23 +124,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rx", metavar="NAME", help="the receiver (its receivers: name) the command is for; "
                         "default: every receiver")
     parser.add_argument("command", choices=COMMANDS)
-    parser.add_argument("arg", nargs="?", help="modulation name, alpha, policy, on/off for amc, shift spec (rotate:40+noise:0.1), "
-                        "value type (float32, float16, int8), or the alpha to reset-adapter (default all)")
+    parser.add_argument("arg", nargs="?", help=_arg_help())
     args = parser.parse_args(argv)
     values = flag_values(args)
     config = load_config(CtlConfig, values.pop("config", None),
                          {k: v for k, v in values.items() if k in ("tx", "security")})
+    kind = TABLE[args.command].arg
     arg: str | int | None = args.arg
-    if args.command == "set-alpha" and args.arg is not None:
+    if kind is Arg.ALPHA and args.arg is not None:
         try:
             arg = int(args.arg)
         except ValueError:
-            parser.error(f"set-alpha expects an integer, got {args.arg!r}")
+            parser.error(f"{args.command} expects an integer, got {args.arg!r}")
         if not 1 <= arg <= MAX_INT_ARG:
-            parser.error(f"set-alpha expects an alpha in 1..{MAX_INT_ARG} (TX checks it against its bundle), "
+            parser.error(f"{args.command} expects an alpha in 1..{MAX_INT_ARG} (TX checks it against its bundle), "
                          f"got {args.arg}")
-    if args.command in ("set-modulation", "set-alpha", "set-policy", "amc", "set-shift", "set-value-type") \
-            and arg is None:
+    if kind in (Arg.REQUIRED, Arg.ALPHA) and arg is None:
         parser.error(f"{args.command} needs an argument")
     try:
         reply = request(config.tx, ControlRequest(args.command, arg, rx=args.rx), timeout_s=args.timeout,

@@ -38,15 +38,12 @@ from common.transport.zmq import Context, bind_endpoint, make_socket
 from common.wire import messages
 from tx.commands import apply
 from tx.config import TxConfig
-from tx.control import ControlRequest, decode_reply, encode_reply
+from tx.control import TABLE, ControlRequest, encode_reply, make_reply
 from tx.journal import Entry, Journal
 from tx.link import Link, Station
 from tx.shift import load_plugins
 
 log = get_logger("semalign.tx")
-
-#: The commands whose reply carries TX's status.
-STATUS_COMMANDS = ("amc", "pause", "resume", "status")
 
 POLL_MS = 50
 #: Control requests queued per client (a REQ client has one outstanding): 8 x 128 KiB at most.
@@ -288,7 +285,7 @@ class TxDaemon:
                 "endpoint": self.link.endpoint, **sync_fields(self.sync.current()), **one,
                 "receivers": self.receivers()}
 
-    def apply(self, req: ControlRequest) -> bytes:
+    def apply(self, req: ControlRequest) -> dict[str, Any]:
         """Apply a control command to the receiver it names, or to all; from the next batch built.
 
         The reply names the receiver (``rx``, a list for several) and carries each one's own
@@ -299,21 +296,21 @@ class TxDaemon:
         own: dict[str, dict[str, Any]] = {}
         for link in links:
             try:
-                reply = decode_reply(apply(link, req, link.status))
+                reply = apply(link, req, link.status)
             except SemalignError as exc:
                 if len(links) == 1:
                     raise
                 reply = {"ok": False, "error": str(exc), "plan": link.plan.as_dict()}
             reply.pop("v", None)
             own[link.name] = reply
-        status = {"status": self.status()} if req.cmd in STATUS_COMMANDS else {}
+        status = {"status": self.status()} if TABLE[req.cmd].reports_status else {}
         if len(links) == 1:
             ((name, reply),) = own.items()
-            return encode_reply(**{**reply, **status, "rx": name, "receivers": own})
+            return make_reply(**{**reply, **status, "rx": name, "receivers": own})
         failed = [f"{name}: {r['error']}" for name, r in own.items() if not r["ok"]]
         message = "; ".join(f"{name}: {r['message']}" for name, r in own.items() if r["ok"])
-        return encode_reply(not failed, error="; ".join(failed) or None, message=message,
-                            rx=[link.name for link in links], receivers=own, **status)
+        return make_reply(not failed, error="; ".join(failed) or None, message=message,
+                          rx=[link.name for link in links], receivers=own, **status)
 
     def _serve_control(self) -> None:
         """Answer one control request; whatever it holds, it costs that request only."""
@@ -324,23 +321,29 @@ class TxDaemon:
         # ROUTER framing: [identity, (REQ's empty delimiter), body...]; the route goes back as it came.
         split = frames.index(b"", 1) + 1 if b"" in frames[1:] else 1
         route, body = frames[:split], frames[split:]
+        reply, frame = self._answer(body)
+        try:
+            self.control.send_multipart([*route, frame], flags=zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
+            self.counters["control_reply_dropped"] += 1
+            log.warning("control_reply_dropped", detail=str(exc))
+        self.telemetry.event("control", **reply)
+        self.telemetry.status(self.monitor_status())
+
+    def _answer(self, body: list[bytes]) -> tuple[dict[str, Any], bytes]:
+        """The reply to a request's body frames, as a mapping (telemetry's) and encoded once (the client's)."""
         try:
             if len(body) != 1:
                 raise EnvelopeError(f"expected a 1-frame control request, got {len(body)} frames")
             reply = self.apply(ControlRequest.decode(body[0]))
+            return reply, encode_reply(reply)  # one that cannot be encoded is our bug, answered below
         except SemalignError as exc:
             self.counters["control_errors"] += 1
             log.warning("control_rejected", detail=str(exc))
             one = {"rx": self.link.name} if len(self.links) == 1 else {}
-            reply = encode_reply(False, error=str(exc), plan=self.link.plan.as_dict(), **one)
+            reply = make_reply(False, error=str(exc), plan=self.link.plan.as_dict(), **one)
         except Exception as exc:  # a bug of ours: answered, logged with its traceback, TX goes on
             self.counters[InternalError.code] += 1
             log.error(InternalError.code, detail=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
-            reply = encode_reply(False, error="internal error: TX failed on this request (see its log)")
-        try:
-            self.control.send_multipart([*route, reply], flags=zmq.NOBLOCK)
-        except zmq.ZMQError as exc:
-            self.counters["control_reply_dropped"] += 1
-            log.warning("control_reply_dropped", detail=str(exc))
-        self.telemetry.event("control", **decode_reply(reply))
-        self.telemetry.status(self.monitor_status())
+            reply = make_reply(False, error="internal error: TX failed on this request (see its log)")
+        return reply, encode_reply(reply)

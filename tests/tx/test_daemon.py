@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import zmq
@@ -58,5 +60,45 @@ def test_control_requests_reach_the_link_and_a_bad_one_costs_itself_only(daemon:
             assert reply["ok"] is ok
         assert reply["status"]["paused"] is True and daemon.link.paused
         assert daemon.counters["control_errors"] == 1
+    finally:
+        client.close(0)
+
+
+def test_a_reply_is_encoded_once_and_telemetry_gets_what_the_client_got(daemon: TxDaemon,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 17: the reply was encoded, decoded, encoded again, then decoded to feed telemetry."""
+    import msgpack
+
+    import tx.control
+
+    calls: list[str] = []
+
+    def counted(name: str) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            calls.append(name)
+            return getattr(msgpack, name)(*args, **kwargs)
+        return call
+
+    # tx.control holds the control plane's every msgpack call: the request's decode, the reply's encode.
+    monkeypatch.setattr(tx.control, "msgpack", SimpleNamespace(packb=counted("packb"), unpackb=counted("unpackb"),
+                                                               UnpackException=msgpack.UnpackException))
+    events: list[dict[str, Any]] = []
+    monkeypatch.setattr(daemon.telemetry, "event", lambda name, **fields: events.append({"name": name, **fields}))
+    client = zmq.Context.instance().socket(zmq.REQ)
+    client.setsockopt(zmq.LINGER, 0)
+    client.connect(daemon.control_endpoint)
+    try:
+        for request in (ControlRequest("status"), ControlRequest("set-alpha", 10**6)):
+            frame = request.encode()
+            calls.clear()
+            client.send(frame)
+            for _ in range(100):  # bounded: the daemon's poll answers within one POLL_MS
+                daemon._poll()
+                if client.poll(0):
+                    break
+            assert calls == ["unpackb", "packb"]  # the request decoded, the reply encoded: once each
+            reply = msgpack.unpackb(client.recv())
+            assert events[-1] == {"name": "control", **reply}
+        assert [e["ok"] for e in events] == [True, False]
     finally:
         client.close(0)

@@ -31,7 +31,7 @@ from common.transport.memory import MemoryBearer, MemoryWire, memory_pair
 from common.wire import messages
 from tx.commands import apply
 from tx.config import TxConfig
-from tx.control import ControlRequest, decode_reply
+from tx.control import ControlRequest, decode_reply, encode_reply
 from tx.journal import Journal
 from tx.link import HELLO_RETRY_S, Link, Station
 
@@ -321,7 +321,7 @@ def test_control_commands_change_the_link_from_the_next_batch(make: Any) -> None
     def status() -> dict[str, Any]:
         return s.link.status()
 
-    reply = decode_reply(apply(s.link, ControlRequest("set-alpha", 20), status))
+    reply = decode_reply(encode_reply(apply(s.link, ControlRequest("set-alpha", 20), status)))
     assert reply["ok"] and reply["plan"]["alpha"] == 20 and reply["effective_from_batch"] == 0
     with pytest.raises(ConfigError, match="integer"):
         apply(s.link, ControlRequest("set-alpha", "many"), status)
@@ -329,14 +329,14 @@ def test_control_commands_change_the_link_from_the_next_batch(make: Any) -> None
         apply(s.link, ControlRequest("amc", "on"), status)
     assert s.link.amc is None and s.link.plan.alpha == 20
 
-    reply = decode_reply(apply(s.link, ControlRequest("reset-adapter", "20"), status))
+    reply = decode_reply(encode_reply(apply(s.link, ControlRequest("reset-adapter", "20"), status)))
     assert reply["ok"] and [(m["kind"], m["alpha"]) for m, _ in s.rx.take()] == [("adapt_reset", 20)]
     s.rx.end.connected = False
     with pytest.raises(ConfigError, match="not connected"):
         apply(s.link, ControlRequest("reset-adapter", "all"), status)
     s.rx.end.connected = True
 
-    reply = decode_reply(apply(s.link, ControlRequest("pause"), status))
+    reply = decode_reply(encode_reply(apply(s.link, ControlRequest("pause"), status)))
     assert reply["ok"] and reply["status"]["paused"] is True
     assert s.link.work(s.clock.now) is False and len(s.link.inflight) == 0
     apply(s.link, ControlRequest("resume"), status)

@@ -27,7 +27,7 @@ from common.transport.memory import MemoryBearer, memory_pair
 from common.wire import messages
 from tests.tx.test_link import AFTER_FIRST_WAIT, Clock, Rx
 from tx.config import DEFAULT_RX, ReceiverConfig, TxConfig
-from tx.control import ControlRequest, decode_reply
+from tx.control import ControlRequest, decode_reply, encode_reply
 from tx.daemon import TxDaemon
 from tx.journal import Entry, Journal
 from tx.link import Link, Station
@@ -72,7 +72,7 @@ class Many:
         return self.daemon.target(name)[0]
 
     def control(self, req: ControlRequest) -> dict[str, Any]:
-        return decode_reply(self.daemon.apply(req))
+        return decode_reply(encode_reply(self.daemon.apply(req)))
 
     def rows(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self.metrics.read_text().splitlines()] if self.metrics.exists() else []

@@ -30,6 +30,7 @@ from common.telemetry.stream import number
 from common.tools.watch.source import Source
 from common.tools.watch.state import Event, WatchState
 from common.transport.security import SecurityConfig
+from tx.control import Cmd
 
 
 class Control(Protocol):
@@ -488,7 +489,7 @@ class WatchApp(App[None]):
 
         def chosen(name: str | None) -> None:
             if name:
-                self._request("set-modulation", name)
+                self._request(Cmd.SET_MODULATION, name)
 
         self.push_screen(ModulationScreen(current), chosen)
 
@@ -498,9 +499,9 @@ class WatchApp(App[None]):
                 return
             text = text.strip()
             if text.lower() == "proportional":
-                self._request("set-policy", "proportional")
+                self._request(Cmd.SET_POLICY, "proportional")
             elif text.isdigit():
-                self._request("set-alpha", int(text))
+                self._request(Cmd.SET_ALPHA, int(text))
             else:
                 self._event(Event(f"alpha: expected an integer or 'proportional', got {text!r}", "error"))
 
@@ -511,9 +512,9 @@ class WatchApp(App[None]):
             if text is None:
                 return
             if text.strip():
-                self._request("set-shift", text.strip())
+                self._request(Cmd.SET_SHIFT, text.strip())
             else:
-                self._request("clear-shift", None)
+                self._request(Cmd.CLEAR_SHIFT, None)
 
         self.push_screen(AskScreen("sensor shift (empty clears)", "e.g. rotate:20+noise:0.1"), chosen)
 
@@ -534,7 +535,7 @@ class WatchApp(App[None]):
         return True
 
     def action_pause(self) -> None:
-        self._request("resume" if self.state.paused() else "pause", None)
+        self._request(Cmd.RESUME if self.state.paused() else Cmd.PAUSE, None)
 
     def screenshot_to(self, path: Path, *, after_s: float) -> None:
         """Once mounted, save the screen as SVG at ``path`` after ``after_s`` seconds, then exit."""
