@@ -345,11 +345,12 @@ def many_main(argv: list[str]) -> int:
                 rows.append(run_scale(common, tx_extra, n, batches=args.batches, seconds=args.seconds, interval_s=args.interval,
                                       max_inflight=args.max_inflight, workdir=Path(tmp)))
             print(f"  N {n}: {rows[-1]['aggregate_batches_s']:.1f} batches/s", flush=True)
-        add_ratios(rows)
-        saturated = saturation(rows, cores)
-        result["scale"] = rows
-        result["saturated_at"] = saturated
-        _print_scale(rows, cores, saturated)
+            add_ratios(rows)
+            result["scale"], result["saturated_at"] = rows, saturation(rows, cores)
+            if args.out:
+                # What is measured so far survives a run cut short.
+                write_json(args.out, "many.json", result)
+        _print_scale(rows, cores, result["saturated_at"])
     if args.out:
         write_json(args.out, "many.json", result)
     return 0
