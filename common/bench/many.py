@@ -314,11 +314,12 @@ def _print_scale(rows: list[dict[str, Any]], cores: int, saturated: int | None) 
               f"cores busy {_num(r['cores_busy'])} (host {_num(r['host_cores_busy'])}) | RSS TX {r['tx_rss_mb']:.0f} MB, RX median "
               f"{r['rx_rss_mb_median']:.0f} max {r['rx_rss_mb_max']:.0f} MB | lost {r['lost']} gaps {r['gaps']} | "
               f"load {r['load_avg_1m']:.1f}", flush=True)
-    upto = [r for r in rows if saturated is None or r["receivers"] <= saturated]
-    ok = all(r["scale_ratio"] is not None and r["scale_ratio"] >= GOAL_SCALE_RATIO for r in upto if r["receivers"] > 1)
+    upto = [r for r in rows if r["receivers"] > 1 and (saturated is None or r["receivers"] <= saturated)]
+    ok = all(r["scale_ratio"] is not None and r["scale_ratio"] >= GOAL_SCALE_RATIO for r in upto)
     where = "none of these counts" if saturated is None else f"N = {saturated}"
+    verdict = _goal(ok) if upto else "not testable (no count above 1 before saturation)"
     print(f"  cores saturated (host busy >= {SATURATED_FRACTION:g} x {cores}) from {where}; "
-          f"ratio >= {GOAL_SCALE_RATIO} up to there: {_goal(ok)}", flush=True)
+          f"ratio >= {GOAL_SCALE_RATIO} up to there: {verdict}", flush=True)
 
 
 def many_main(argv: list[str]) -> int:
