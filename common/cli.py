@@ -25,6 +25,7 @@ class Command(NamedTuple):
 BENCH_SUITES: dict[str, str] = {
     "paper": "common.bench.flags:paper_main",
     "system": "common.bench.system:system_main",
+    "many": "common.bench.many:many_main",
     "modem": "common.bench.modem:bench_modem_main",
     "soak": "common.bench.soak:soak_main",
     "monitor": "common.bench.monitor:monitor_main",
