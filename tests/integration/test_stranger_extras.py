@@ -55,14 +55,20 @@ def scrape(port: int, context: ssl.SSLContext | None = None, timeout: float = 3.
         return None
 
 
-def hello(ctx: Ctx, endpoint: str, curve: tuple[Path, Path] | None = None, wait_ms: int = 5000) -> bool:
-    """Whether RX answers a hello on its data socket (with these CURVE keys: secret, RX's public)."""
-    sock = ctx.socket(zmq.DEALER)
+def client(ctx: Ctx, kind: int, curve: tuple[Path, Path] | None) -> zmq.Socket[bytes]:
+    """A socket of ``kind`` with LINGER 0, a CURVE client with ``curve`` (secret, server's public)."""
+    sock = ctx.socket(kind)
     sock.setsockopt(zmq.LINGER, 0)
     if curve is not None:
         public, secret = zmq.auth.load_certificate(curve[0])
         sock.curve_secretkey, sock.curve_publickey = secret, public
         sock.curve_serverkey = zmq.auth.load_certificate(curve[1])[0]
+    return sock
+
+
+def hello(ctx: Ctx, endpoint: str, curve: tuple[Path, Path] | None = None, wait_ms: int = 5000) -> bool:
+    """Whether RX answers a hello on its data socket (with these CURVE keys: secret, RX's public)."""
+    sock = client(ctx, zmq.DEALER, curve)
     try:
         sock.connect(endpoint)
         sock.send_multipart([messages.Hello(bundle="0" * 64, role="tx").encode()])
@@ -72,12 +78,7 @@ def hello(ctx: Ctx, endpoint: str, curve: tuple[Path, Path] | None = None, wait_
 
 
 def subscriber(ctx: Ctx, endpoint: str, curve: tuple[Path, Path] | None = None) -> zmq.Socket[bytes]:
-    sock = ctx.socket(zmq.SUB)
-    sock.setsockopt(zmq.LINGER, 0)
-    if curve is not None:
-        public, secret = zmq.auth.load_certificate(curve[0])
-        sock.curve_secretkey, sock.curve_publickey = secret, public
-        sock.curve_serverkey = zmq.auth.load_certificate(curve[1])[0]
+    sock = client(ctx, zmq.SUB, curve)
     sock.setsockopt(zmq.SUBSCRIBE, b"")
     sock.connect(endpoint)
     return sock
