@@ -129,17 +129,21 @@ class _Link:
         if kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
             self.refusal, self._retry_at, self._delay = None, None, self._backoff[0]
             return
-        if kind == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+        if kind == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL and self.secured:
             # The daemon hung up mid-handshake: it could not read our hello (a wrong peer key), and
             # zmq tries again by itself. A refusal with a reason, met before, says more: kept.
-            # A watcher without keys has no peer key to get wrong: the daemon wants keys.
             if self.refusal is None or self.refusal.retry_s is None:
                 self.refused += 1
-                self.refusal = Refusal(WRONG_PEER if self.secured else NEEDS_KEYS, None, self.refused)
+                self.refusal = Refusal(WRONG_PEER, None, self.refused)
             return
+        if kind == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL and self.refusal is not None and self._retry_at is not None:
+            return  # the same refused socket's hang-up, already scheduled for a rebuild
         if kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
             reason = NOT_ALLOWED
-        elif value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
+        elif value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH or kind == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+            # A watcher without keys has no peer key to get wrong: the CURVE daemon wants keys.
+            # Its hang-up may reach us without detail, after which libzmq need not try again, so
+            # it is treated as the mismatch it is: a new socket after the back-off.
             reason = HAS_NO_KEYS if self.secured else NEEDS_KEYS
         else:
             reason = f"the handshake failed (ZMTP protocol error {value:#x})"
